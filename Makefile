@@ -1,0 +1,20 @@
+# cir_unc — the commands a reader needs. `make test` installs what it needs into the current Python first.
+PYTHON ?= python
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install test docs lab export clean-nbs
+
+install:  ## install the package and every tool the tests and docs need (editable)
+	$(PIP) install --quiet -e ".[dev]"
+
+test: install  ## run every notebook as a test, plus tests/ (extra notebook flags: CIR_UNC_TEST_FLAGS="slow data")
+	$(PYTHON) -m pytest
+
+docs: install  ## build the documentation site offline into _site/ (open _site/index.html)
+	$(PYTHON) nbs/_site/build.py
+
+lab: install  ## open the notebooks in JupyterLab
+	$(PYTHON) -m jupyterlab nbs
+
+export:  ## write cir_unc/ from the notebooks and clean them
+	nbdev_export && nbdev_clean

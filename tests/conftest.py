@@ -1,0 +1,18 @@
+"Shared helpers for the tests: the repository root and a copy of it to run nbdev commands in."
+import shutil
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    "A copy of the files nbdev reads and writes (settings.ini, index.ipynb, nbs/, cir_unc/), symlinks kept."
+    dest = tmp_path/'repo'
+    dest.mkdir()
+    for name in ['settings.ini', 'index.ipynb', 'setup.py']:
+        shutil.copy2(ROOT/name, dest/name)
+    ignore = shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc', '_docs', '_site')
+    shutil.copytree(ROOT/'nbs', dest/'nbs', symlinks=True, ignore=ignore)
+    shutil.copytree(ROOT/'cir_unc', dest/'cir_unc', ignore=ignore)
+    return dest
