@@ -5,28 +5,28 @@
 # %% auto #0
 __all__ = ['upcast', 'whiten', 'FeatureAugmenter']
 
-# %% ../nbs/01_augmenter.ipynb #a62c94e0
+# %% ../nbs/01_augmenter.ipynb #40b84a7f
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-# %% ../nbs/01_augmenter.ipynb #b779a424
+# %% ../nbs/01_augmenter.ipynb #3c2f4a64
 def upcast(x: Tensor) -> Tensor:
     "`x` in float32 when it is in a lower precision (bf16, fp16), else unchanged (float32, float64)."
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
-# %% ../nbs/01_augmenter.ipynb #6c6bf569
+# %% ../nbs/01_augmenter.ipynb #54793b82
 def whiten(x: Tensor,    # (..., D) features, e.g. f_t of shape (B, D)
            eps: float = 1e-5, # added to the variance, as in an instance norm
           ) -> Tensor:   # (..., D) rows with mean 0 and (biased) std 1
-    "Per-row $(x - \mu)/\sigma$ over the last dim, with the biased σ: the whitened feature $\bar f_t$ of Eq. 1."
+    r"Per-row $(x - \mu)/\sigma$ over the last dim, with the biased σ: the whitened feature $\bar f_t$ of Eq. 1."
     # μ_t = mean(x), σ_t² = mean((x − μ_t)²) over the last dim; (x − μ_t)/sqrt(σ_t² + ε). A layer norm without affine
     # parameters computes exactly this in one fused kernel (forward and backward), in float32 at least.
     return F.layer_norm(upcast(x), x.shape[-1:], eps=eps).to(x.dtype)
 
-# %% ../nbs/01_augmenter.ipynb #361cfcb3
+# %% ../nbs/01_augmenter.ipynb #ec7c836f
 class FeatureAugmenter(nn.Module):
-    "Eq. 1 / Eq. 6: $\hat f_t = \\alpha \odot \\bar f_t + \\beta$, with per-sample Gaussian noise drawn without gradient."
+    r"Eq. 1 / Eq. 6: $\hat f_t = \alpha \odot \bar f_t + \beta$, with per-sample Gaussian noise drawn without gradient."
     variants = ('paper', 'released')
     def __init__(self,
                  w1: float = 1.,   # scale of the spread of α (Eq. 6)
