@@ -2,7 +2,7 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install test docs lab export clean-nbs
+.PHONY: install test docs readme lab export clean-nbs
 
 install:  ## install the package and every tool the tests and docs need (editable)
 	$(PIP) install --quiet -e ".[dev]"
@@ -10,8 +10,11 @@ install:  ## install the package and every tool the tests and docs need (editabl
 test: install  ## run every notebook as a test, plus tests/ (extra notebook flags: CIR_UNC_TEST_FLAGS="slow data")
 	$(PYTHON) -m pytest
 
-docs: install  ## build the documentation site offline into _site/ (open _site/index.html)
+docs: install  ## write README.md from index.ipynb, then build the documentation site offline into _site/ (open _site/index.html)
 	$(PYTHON) nbs/_site/build.py
+
+readme:  ## write README.md from index.ipynb (after editing index.ipynb)
+	$(PYTHON) nbs/_site/build.py --readme
 
 lab: install  ## open the notebooks in JupyterLab
 	$(PYTHON) -m jupyterlab nbs

@@ -12,7 +12,7 @@ def repo_copy(tmp_path):
     dest.mkdir()
     for name in ['settings.ini', 'index.ipynb', 'setup.py']:
         shutil.copy2(ROOT/name, dest/name)
-    ignore = shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc', '_docs', '_site')
+    ignore = shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc', '_docs')   # not _site: nbs/_site/ holds scripts
     shutil.copytree(ROOT/'nbs', dest/'nbs', symlinks=True, ignore=ignore)
     shutil.copytree(ROOT/'cir_unc', dest/'cir_unc', ignore=ignore)
     return dest

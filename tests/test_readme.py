@@ -1,0 +1,27 @@
+"README.md is generated from index.ipynb (`make readme`) and must say what index.ipynb says."
+import importlib.util
+from conftest import ROOT
+
+def load_build():
+    "nbs/_site/build.py, the script that writes README.md and the site, as a module."
+    spec = importlib.util.spec_from_file_location('site_build', ROOT/'nbs'/'_site'/'build.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def test_readme_matches_index():
+    expected = load_build().readme_text(ROOT/'index.ipynb')
+    actual = (ROOT/'README.md').read_text() if (ROOT/'README.md').exists() else ''
+    assert actual == expected, 'README.md and index.ipynb disagree. Fix: run `make readme` (and commit README.md)'
+
+def test_readme_drops_hidden_cells_and_directives(tmp_path):
+    import json
+    cells = [{'cell_type': 'markdown', 'metadata': {}, 'source': '# t\n\n> d\n\n::: {.callout-tip}\n## Note\nbody\n:::'},
+             {'cell_type': 'code', 'metadata': {}, 'source': '#| hide\nsecret = 1', 'outputs': [], 'execution_count': None},
+             {'cell_type': 'code', 'metadata': {}, 'source': '#| echo: false\nprint("shown")', 'execution_count': None,
+              'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': 'shown\n'}]}]
+    nb = tmp_path/'index.ipynb'
+    nb.write_text(json.dumps({'cells': cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    text = load_build().readme_text(nb)
+    assert '# t' in text and '> [!TIP]\n> **Note**\n>\n> body' in text and '```\nshown\n```' in text
+    assert 'secret' not in text and '#|' not in text and 'print(' not in text
