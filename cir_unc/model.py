@@ -7,16 +7,16 @@ __all__ = ['ModelConfig', 'resnet50_backbone', 'SmallCNN', 'build_image_encoder'
            'TextEncoder', 'TextGuidedAttention', 'ContentStyleCompositor', 'GatedResidualCompositor', 'SharedHead',
            'CIRModel', 'composition_maps']
 
-# %% ../nbs/03_model.ipynb #98f90719
+# %% ../nbs/03_model.ipynb #6845409b
 import math
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-# %% ../nbs/03_model.ipynb #91b6881d
+# %% ../nbs/03_model.ipynb #0a12b3b8
 @dataclass
 class ModelConfig:
     "What to build: encoders, compositor, head. `identity()` tells two architectures apart."
@@ -86,7 +86,7 @@ class ModelConfig:
         if unknown: raise ValueError(f'unknown ModelConfig fields: {sorted(unknown)}')
         return cls(**d)
 
-# %% ../nbs/03_model.ipynb #08ce8cb8
+# %% ../nbs/03_model.ipynb #14148f12
 def resnet50_backbone(weights: str | None = None, # torchvision name, e.g. 'IMAGENET1K_V1'; None: random init
                       layer4_stride1: bool = False, # stride 1 in layer4: output stride 16 instead of 32
                       local_files_only: bool = False, # raise instead of downloading when the file is not cached
@@ -117,7 +117,7 @@ def resnet50_backbone(weights: str | None = None, # torchvision name, e.g. 'IMAG
     body.out_channels = 2048
     return body
 
-# %% ../nbs/03_model.ipynb #ced1654e
+# %% ../nbs/03_model.ipynb #899def3a
 class SmallCNN(nn.Sequential):
     "A small CNN for ~64 px images: a stride-2 stage (conv-BN-ReLU twice) per width; 64 px → 8×8 with three stages."
     def __init__(self, widths: tuple = (32, 64, 128)):
@@ -129,14 +129,14 @@ class SmallCNN(nn.Sequential):
         super().__init__(*layers)
         self.out_channels = c_in
 
-# %% ../nbs/03_model.ipynb #d2936cfb
+# %% ../nbs/03_model.ipynb #bcce71f9
 def build_image_encoder(config: ModelConfig) -> nn.Module:
     "The image encoder `config` asks for; it has `out_channels`."
     if config.image_encoder == 'resnet50':
         return resnet50_backbone(config.image_weights, config.layer4_stride1, config.local_files_only)
     return SmallCNN(config.cnn_widths)
 
-# %% ../nbs/03_model.ipynb #7d1dbd86
+# %% ../nbs/03_model.ipynb #f11d24e3
 class SmallTextEncoder(nn.Module):
     "Word embeddings + learned positions + a small pre-norm transformer: (B, L) ids → (B, L, width) hidden states."
     def __init__(self, vocab_size: int, pad_id: int = 0, width: int = 128, layers: int = 2, heads: int = 4, max_tokens: int = 64):
@@ -155,7 +155,7 @@ class SmallTextEncoder(nn.Module):
         x = self.embed(input_ids) + self.position[:L]
         return self.norm(self.encoder(x, src_key_padding_mask=~attention_mask.bool()))
 
-# %% ../nbs/03_model.ipynb #d41a76b5
+# %% ../nbs/03_model.ipynb #1bf12484
 class HFTextEncoder(nn.Module):
     "A Hugging Face encoder (by name, local folder, or a config dict for random init): (B, L) ids → (B, L, width)."
     def __init__(self, name: str, config_dict: dict | None = None, local_files_only: bool = False):
@@ -177,7 +177,7 @@ class HFTextEncoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-# %% ../nbs/03_model.ipynb #ef37aba4
+# %% ../nbs/03_model.ipynb #84d177c7
 class TextEncoder(nn.Module):
     "Backbone hidden states → pooled (first token or masked mean) → BatchNorm1d → Linear to `text_dim` → dropout."
     def __init__(self, config: ModelConfig):
@@ -201,7 +201,7 @@ class TextEncoder(nn.Module):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)         # masked mean: (B, W)
         return self.dropout(self.proj(self.norm(pooled)))
 
-# %% ../nbs/03_model.ipynb #3717586d
+# %% ../nbs/03_model.ipynb #c766b86f
 class TextGuidedAttention(nn.Module):
     "One content block: [x; t] → self-attention over positions, re-weighted by a text query → back to C channels."
     def __init__(self, channels: int, text_dim: int, dim: int, heads: int):
@@ -225,7 +225,7 @@ class TextGuidedAttention(nn.Module):
         update = self.out(mixed.transpose(1, 2).reshape(B, N, -1))                          # (B, N, C)
         return update, text_logits.squeeze(2).softmax(-1)
 
-# %% ../nbs/03_model.ipynb #65cd0bc7
+# %% ../nbs/03_model.ipynb #ff2c1992
 class ContentStyleCompositor(nn.Module):
     "Content modulator (instance norm + text-guided attention blocks) then style modulator (text-gated μ, σ of the input map)."
     def __init__(self, channels: int, text_dim: int, heads: int = 8, dim: int | None = None, blocks: int = 2):
@@ -257,7 +257,7 @@ class ContentStyleCompositor(nn.Module):
         maps.update(gate_mean=gate_mean.detach(), gate_std=gate_std.detach())
         return (out.to(x.dtype), maps) if return_maps else out.to(x.dtype)
 
-# %% ../nbs/03_model.ipynb #f3b32384
+# %% ../nbs/03_model.ipynb #642e0f08
 class GatedResidualCompositor(nn.Module):
     "Per position: out = w_g · sigmoid(MLP_g([x; t])) ⊙ x + w_r · MLP_r([x; t])."
     def __init__(self, channels: int, text_dim: int):
@@ -275,7 +275,7 @@ class GatedResidualCompositor(nn.Module):
         out = out.transpose(1, 2).reshape(B, C, h, w)
         return (out, {'gate': gate.detach().mean(-1).view(B, h, w)}) if return_maps else out
 
-# %% ../nbs/03_model.ipynb #0b449b68
+# %% ../nbs/03_model.ipynb #45063fe2
 class SharedHead(nn.Module):
     "Map (B, C, h, w) → global average pool → Linear(C → D) → L2-normalise × `norm_scale`, in float32."
     def __init__(self, channels: int, embed_dim: int, norm_scale: float = 4.):
@@ -285,7 +285,7 @@ class SharedHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, D) float32 with norm `norm_scale`
         return F.normalize(self.proj(x.mean((2, 3))).float(), dim=-1) * self.norm_scale
 
-# %% ../nbs/03_model.ipynb #ea731f53
+# %% ../nbs/03_model.ipynb #d39961a0
 class CIRModel(nn.Module):
     "Encoders + compositor + shared head: `compose` gives the queries f_s, `encode_target` the targets/gallery f_t."
     def __init__(self, config: ModelConfig):
@@ -323,7 +323,7 @@ class CIRModel(nn.Module):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         return [dict(params=rest, lr=lr, name='model'), dict(params=text, lr=lr * text_lr_scale, name='text_backbone')]
 
-# %% ../nbs/03_model.ipynb #d2726e6f
+# %% ../nbs/03_model.ipynb #05a32cc1
 def composition_maps(model: CIRModel, reference_images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict:
     "The compositor's maps (attention per block and head, or gates) for a batch, in eval mode, without gradient."
     with torch.no_grad():
