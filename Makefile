@@ -2,13 +2,16 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install test docs readme lab export clean-nbs
+.PHONY: install test demo docs readme lab export clean-nbs
 
 install:  ## install the package and every tool the tests and docs need (editable)
 	$(PIP) install --quiet -e ".[dev]"
 
 test: install  ## run every notebook as a test, plus tests/ (extra notebook flags: CIR_UNC_TEST_FLAGS="slow data")
 	$(PYTHON) -m pytest
+
+demo: install  ## train the InfoNCE baseline and the uncertainty model on the synthetic data (CPU, ~4 min) and compare them
+	$(PYTHON) -c "from cir_unc.train import demo_cli; demo_cli()"   # = cir_unc_demo
 
 docs: install  ## write README.md from index.ipynb, then build the documentation site offline into _site/ (open _site/index.html)
 	$(PYTHON) nbs/_site/build.py

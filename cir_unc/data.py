@@ -372,7 +372,7 @@ class SyntheticConfig:
     train_images: int = 2400       # images per split; 3 categories × 405 combinations = 1,215 combinations in all
     val_images: int = 900
     test_images: int = 900
-    train_triplets: int = 6000
+    train_triplets: int = 3000
     val_triplets: int = 600        # evaluation queries per split, over the 3 categories
     test_triplets: int = 600
     instances: int = 3             # renderings of each combination per split: the images a fine caption fits
