@@ -8,8 +8,8 @@ __all__ = ['PRESETS', 'RUN_FILES', 'SELECTION', 'ROBERTA_BASE', 'TrainConfig', '
            'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'prepare_run_dir', 'write_metrics_csv', 'write_json',
            'resolve_device', 'build_data', 'build_model_config', 'build_tokenizer', 'evaluate_sets', 'flat_recalls',
            'mean_recall', 'check_config', 'setup_distributed', 'seed_everything', 'plot_curves', 'train',
-           'train_parser', 'config_from_args', 'train_cli', 'evaluate_checkpoint', 'eval_cli', 'summary_table',
-           'format_table', 'demo', 'demo_cli', 'benchmark_training']
+           'train_parser', 'config_from_args', 'train_cli', 'load_trained', 'evaluate_checkpoint', 'eval_cli',
+           'summary_table', 'format_table', 'demo', 'demo_cli', 'benchmark_training']
 
 # %% ../nbs/05_train.ipynb #79e49aa6
 import argparse, csv, dataclasses, json, math, os, random, sys, time
@@ -370,6 +370,8 @@ def train(config: TrainConfig,          # what to run
          ) -> dict:                     # the content of results.json
     "Train and evaluate one model; write the run directory."
     if resume and overwrite: raise ValueError('--resume and --overwrite contradict each other; choose one')
+    config = dataclasses.replace(config, out=str(config.out),    # paths as text: checkpoints hold plain values only
+                                 data_root=None if config.data_root is None else str(config.data_root))
     rank, world = setup_distributed()
     out = Path(config.out)
     if resume:
@@ -526,9 +528,8 @@ def train_cli(argv=None):
         if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/05_train.ipynb #e77bc653
-def evaluate_checkpoint(path, protocol: str | None = None, split: str | None = None, data_root=None,
-                        device: str = 'auto', workers: int = 0) -> dict:
-    "Evaluate `path` (a run directory: its best.pt, else last.pt; or a checkpoint file) on the dataset it was trained on."
+def load_trained(path, data_root=None, device: str = 'auto', workers: int = 0) -> dict:
+    "A trained model from `path` (a run directory: its best.pt, else last.pt; or a checkpoint file), with its data and tokenizer."
     path = Path(path)
     file = path if path.is_file() else next((path/f for f in ('best.pt', 'last.pt') if (path/f).exists()), None)
     if file is None: raise FileNotFoundError(f'{path}: no best.pt or last.pt here, and it is not a checkpoint file')
@@ -541,9 +542,16 @@ def evaluate_checkpoint(path, protocol: str | None = None, split: str | None = N
     try: model.load_state_dict(checkpoint['model'])
     except RuntimeError as e:
         raise ValueError(f'{file}: its weights do not fit the model configuration stored with them ({e})') from e
-    dev = resolve_device(device); model.to(dev)
+    dev = resolve_device(device); model.to(dev).eval()
     tokenizer = (WordTokenizer.from_state_dict(checkpoint['tokenizer']) if checkpoint.get('tokenizer')
                  else build_tokenizer(model_config, data))
+    return {'model': model, 'tokenizer': tokenizer, 'data': data, 'device': dev, 'checkpoint': checkpoint, 'file': file}
+
+def evaluate_checkpoint(path, protocol: str | None = None, split: str | None = None, data_root=None,
+                        device: str = 'auto', workers: int = 0) -> dict:
+    "Evaluate `path` (a run directory: its best.pt, else last.pt; or a checkpoint file) on the dataset it was trained on."
+    run = load_trained(path, data_root, device, workers)
+    model, tokenizer, data, dev, checkpoint, file = (run[k] for k in ('model', 'tokenizer', 'data', 'device', 'checkpoint', 'file'))
     evals = [e for e in data.evals if (protocol is None or e.protocol == protocol) and (split is None or e.split == split)]
     if not evals:
         raise ValueError(f'no evaluation set with protocol={protocol!r}, split={split!r}; available: '
