@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .augment import FeatureAugmenter, upcast, whiten
+from .augment import FeatureAugmenter, upcast, whiten, std_mean
 
 # %% ../nbs/02_losses.ipynb #f5724d87
 def info_nce(query: Tensor,  # (B, D) composed features f_s
@@ -28,7 +28,7 @@ def uncertainty_loss(query: Tensor,      # (B, D) composed features f_s
                      log_var: Tensor | float | None = None, # s = log σ²; None: std of all of `target_hat`, as the released code
                     ) -> Tensor:         # scalar L_u
     r"Eq. 3: $\tfrac12(e^{-s}\,\mathcal{L}_{info}(f_s, \hat f_t) + s)$ with $s = \log\sigma^2$."
-    if log_var is None: s = upcast(target_hat).std()                      # released code: s = std(f̂_t), with gradient
+    if log_var is None: s = std_mean(upcast(target_hat), None)[0]         # released code: s = std(f̂_t), with gradient
     else: s = log_var if isinstance(log_var, Tensor) else torch.tensor(float(log_var), device=query.device)
     return 0.5 * (torch.exp(-s) * info_nce(query, target_hat) + s)   # L_info/(2σ²) + ½·log σ²
 
@@ -89,7 +89,7 @@ class MultiGrainedLoss(nn.Module):
             return LossTerms(info, info.detach(), nan, nan, 0.)
         gamma = gamma_at(epoch, total_epochs, self.gamma0)
         target_hat = self.augmenter(target, generator)               # f̂_t: the cloud around each target (Eq. 1/6)
-        s = upcast(target_hat).std() if self.log_var is None else torch.tensor(float(self.log_var), device=query.device)
+        s = std_mean(upcast(target_hat), None)[0] if self.log_var is None else torch.tensor(float(self.log_var), device=query.device)
         u = uncertainty_loss(query, target_hat, s)                   # L_u: coarse, forgiving (Eq. 3)
         total = gamma * u + (1 - gamma) * info                       # Eq. 4
         return LossTerms(total, info.detach(), u.detach(), s.detach(), gamma)
@@ -119,7 +119,9 @@ def benchmark_losses(batch_sizes=(32, 256, 4096), # B values to time
         def step_total(): criterion(query, target, 0, 60).total.backward(); sync()
         n = max(3, repeats if B <= 1024 else repeats // 4)
         t_info, t_total = _median_seconds(step_info, n), _median_seconds(step_total, n)
-        rows.append({'B': B, 'D': dim, 'infonce_ms': 1e3 * t_info, 'total_ms': 1e3 * t_total, 'ratio': t_total / t_info})
-    print(f'{"B":>6} {"InfoNCE (ms)":>13} {"augmenter + Eq. 4 (ms)":>23} {"ratio":>6}')
-    for r in rows: print(f'{r["B"]:>6} {r["infonce_ms"]:>13.3f} {r["total_ms"]:>23.3f} {r["ratio"]:>6.2f}')
+        t_noise = _median_seconds(lambda: (torch.randn(2, B, dim, device=device), sync()), n)   # the 2·B·D Gaussian draws alone
+        rows.append({'B': B, 'D': dim, 'infonce_ms': 1e3 * t_info, 'total_ms': 1e3 * t_total, 'ratio': t_total / t_info,
+                     'noise_ms': 1e3 * t_noise, 'ratio_without_noise': (t_total - t_noise) / t_info})
+    print(f'{"B":>6} {"InfoNCE (ms)":>13} {"augmenter + Eq. 4 (ms)":>23} {"ratio":>6} {"noise draw (ms)":>16} {"ratio without it":>17}')
+    for r in rows: print(f'{r["B"]:>6} {r["infonce_ms"]:>13.3f} {r["total_ms"]:>23.3f} {r["ratio"]:>6.2f} {r["noise_ms"]:>16.3f} {r["ratio_without_noise"]:>17.2f}')
     return rows
