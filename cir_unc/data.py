@@ -13,7 +13,7 @@ __all__ = ['GRANULARITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CATEGORIES', 'ATTR
            'read_fashion200k', 'make_fashion200k_fixture', 'CirData', 'default_data_root', 'load_dataset', 'check_data',
            'format_report', 'check_data_cli', 'benchmark_pipeline']
 
-# %% ../nbs/00_data.ipynb #54c904ef
+# %% ../nbs/00_data.ipynb #a20aca49
 import argparse, hashlib, json, math, os, re, shutil, sys, time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from PIL import Image, ImageDraw, ImageOps
 
-# %% ../nbs/00_data.ipynb #6e7f81ef
+# %% ../nbs/00_data.ipynb #d62189e9
 GRANULARITIES = ('coarse', 'fine')
 
 @dataclass(frozen=True)
@@ -49,14 +49,14 @@ class Query:
     exclude: frozenset = frozenset()  # gallery indices removed from this query's ranking
     granularity: str | None = None
 
-# %% ../nbs/00_data.ipynb #232d144a
+# %% ../nbs/00_data.ipynb #3308a00e
 class CorruptImage(Exception):
     "An image file exists but cannot be decoded."
     def __init__(self, image_id: str, path, reason: str):
         self.image_id, self.path = image_id, path
         super().__init__(f'cannot decode image {image_id!r} at {path}: {reason}')
 
-# %% ../nbs/00_data.ipynb #1ad9ad19
+# %% ../nbs/00_data.ipynb #a7806b60
 def to_rgb(image: Image.Image) -> Image.Image:
     "Upright RGB from any PIL mode: EXIF orientation applied, 16-bit scaled to 8, transparency composited on white."
     image = ImageOps.exif_transpose(image)
@@ -80,7 +80,7 @@ def open_image(path, image_id: str | None = None) -> Image.Image:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise CorruptImage(image_id or Path(path).stem, path, f'{type(e).__name__}: {e}') from e
 
-# %% ../nbs/00_data.ipynb #c9cc4d0c
+# %% ../nbs/00_data.ipynb #e8782cdc
 class ImageStore:
     "Images by id: `id in store`, `store.open(id)` → RGB PIL image."
     def __contains__(self, image_id) -> bool: raise NotImplementedError
@@ -103,7 +103,7 @@ class ArrayImages(ImageStore):
     def __len__(self): return len(self.index)
     def open(self, image_id): return Image.fromarray(np.ascontiguousarray(self.array[self.index[image_id]]))
 
-# %% ../nbs/00_data.ipynb #04f2259a
+# %% ../nbs/00_data.ipynb #f7ab56c8
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def image_transform(size: int = 224,      # output side in pixels
@@ -116,7 +116,7 @@ def image_transform(size: int = 224,      # output side in pixels
                else [T.Resize((size, size))])
     return T.Compose([*spatial, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
-# %% ../nbs/00_data.ipynb #d3eec7fb
+# %% ../nbs/00_data.ipynb #f249517f
 class WordTokenizer:
     "Lower-case word-level tokenizer with the calling convention of a Hugging Face tokenizer."
     specials = ('<pad>', '<unk>', '<cls>')
@@ -168,7 +168,7 @@ def tokenize(tokenizer, # a `WordTokenizer` or any Hugging Face tokenizer
     return {'input_ids': encoded['input_ids'].long(), 'attention_mask': encoded['attention_mask'].long(),
             'truncated': truncated}
 
-# %% ../nbs/00_data.ipynb #27a2db57
+# %% ../nbs/00_data.ipynb #b7fbd995
 class TripletDataset(Dataset):
     "Training triplets as tensors: `reference`, `target` (3, H, W), `text`, `reference_id`, `target_id`, `index`."
     def __init__(self, triplets: Sequence[Triplet], images: ImageStore, transform: Callable):
@@ -194,7 +194,7 @@ class ImageDataset(Dataset):
         except CorruptImage as e: return {'skipped': e.image_id}
         return {'image': self.transform(image), 'image_id': self.ids[i], 'index': i}
 
-# %% ../nbs/00_data.ipynb #6d7a26a1
+# %% ../nbs/00_data.ipynb #79da5f2e
 class Collate:
     "Batch a list of items: tensors stacked, ints as a LongTensor, strings listed; `text` tokenised; corrupt items dropped into `skipped`."
     def __init__(self, tokenizer=None): # a `WordTokenizer` or Hugging Face tokenizer; None: texts stay strings only
@@ -210,7 +210,7 @@ class Collate:
             batch.update(tokenize(self.tokenizer, batch['text']))
         return batch
 
-# %% ../nbs/00_data.ipynb #3aa4fd65
+# %% ../nbs/00_data.ipynb #dbc04d76
 class QueryDataset(Dataset):
     "The queries of an `EvalSet` as tensors: `reference` (3, H, W), `text`, `index`."
     def __init__(self, queries: Sequence[Query], images: ImageStore, transform: Callable):
@@ -260,7 +260,7 @@ def _check_protocols(dataset: str, protocols: Sequence[str], allowed: Sequence[s
     unknown = [p for p in protocols if p not in allowed]
     if unknown: raise ValueError(f'{dataset} protocols are {allowed}, got {unknown}')
 
-# %% ../nbs/00_data.ipynb #bd66d4e6
+# %% ../nbs/00_data.ipynb #266038ae
 CATEGORIES = ('dress', 'shirt', 'toptee')
 ATTRIBUTES = {                                       # name → values; the order of values matters for shade, sleeves, length
     'hue': ('red', 'blue', 'green', 'yellow', 'purple'),
@@ -272,7 +272,7 @@ ATTRIBUTES = {                                       # name → values; the orde
 HUE_RGB = {'red': (200, 30, 40), 'blue': (40, 70, 200), 'green': (40, 150, 60), 'yellow': (230, 200, 30),
            'purple': (130, 50, 170)}
 
-# %% ../nbs/00_data.ipynb #dfb6ef59
+# %% ../nbs/00_data.ipynb #e004c3dd
 _NAMES = list(ATTRIBUTES)
 _A = {name: i for i, name in enumerate(_NAMES)}
 
@@ -317,7 +317,7 @@ def caption(reference: Sequence[int], target: Sequence[int], granularity: str) -
         if r[4] != t[4]: parts.append('is longer' if t[4] > r[4] else 'is shorter')
     return ', '.join(parts[:-1]) + ' and ' + parts[-1] if len(parts) > 1 else parts[0]
 
-# %% ../nbs/00_data.ipynb #e8e982b3
+# %% ../nbs/00_data.ipynb #f85678a5
 def _garment_polygons(category: str, sleeves: int, length: int) -> tuple[list, list]:
     "Body and sleeve polygons in unit coordinates."
     hem = {'dress': (0.55, 0.72, 0.9), 'shirt': (0.52, 0.64, 0.76), 'toptee': (0.44, 0.54, 0.64)}[category][length]
@@ -364,7 +364,7 @@ def render_garment(category: str, attributes: Sequence[int], size: int = 64, rng
     pixels = np.asarray(canvas, np.float32) + rng.normal(0, 4, (size, size, 3))
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
-# %% ../nbs/00_data.ipynb #63fddf65
+# %% ../nbs/00_data.ipynb #45236815
 @dataclass(frozen=True)
 class SyntheticConfig:
     "Sizes, resolution, coarse/fine mix and seed of the synthetic dataset; the defaults generate in seconds."
@@ -393,7 +393,7 @@ class SyntheticSplit:
     images: np.ndarray             # (N, H, W, 3) uint8
     triplets: list                 # `Triplet`s
 
-# %% ../nbs/00_data.ipynb #26b5c3bf
+# %% ../nbs/00_data.ipynb #ad195f72
 SPLITS = ('train', 'val', 'test')
 
 def _make_split(config: SyntheticConfig, split: str) -> SyntheticSplit:
@@ -446,7 +446,7 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig(),
         except OSError: shutil.rmtree(partial, ignore_errors=True)                                     # another run was first
     return splits
 
-# %% ../nbs/00_data.ipynb #730a85dd
+# %% ../nbs/00_data.ipynb #5c8c689b
 def synthetic_evals(split: SyntheticSplit, name: str, protocols: Sequence[str] = ('multi', 'single')) -> list[EvalSet]:
     "One `EvalSet` per category and protocol for a synthetic split."
     _check_protocols('synthetic', protocols, ('multi', 'single'))
@@ -466,14 +466,14 @@ def synthetic_evals(split: SyntheticSplit, name: str, protocols: Sequence[str] =
         out += [EvalSet('synthetic', name, category, p, gallery, queries[p], store).check() for p in protocols]
     return out
 
-# %% ../nbs/00_data.ipynb #9e9c7c01
+# %% ../nbs/00_data.ipynb #1b708671
 def synthetic_tokenizer() -> 'WordTokenizer':
     "The word tokenizer of the synthetic captions: every word `caption` can write."
     words = {'is', 'has', 'a', 'different', 'colour', 'darker', 'lighter', 'plain', 'pattern', 'longer', 'shorter',
              'sleeves', 'sleeveless', 'and', ',', 'length'}
     return WordTokenizer(words | {w for values in ATTRIBUTES.values() for w in values}, model_max_length=32)
 
-# %% ../nbs/00_data.ipynb #8d61e6ef
+# %% ../nbs/00_data.ipynb #9d807f24
 class DataError(Exception):
     "A dataset cannot be read: the message names the file and the fix."
 
@@ -503,7 +503,7 @@ def _drop_missing(triplets: list, images: ImageStore, counts: dict, strict: bool
     counts['missing_images'] |= missing
     return [t for t in triplets if t.reference in images and t.target in images]
 
-# %% ../nbs/00_data.ipynb #74713974
+# %% ../nbs/00_data.ipynb #16e7ad41
 FASHIONIQ_LAYOUT = """  captions/cap.{dress,shirt,toptee}.{train,val}.json      (published annotations)
   image_splits/split.{dress,shirt,toptee}.{train,val}.json
   images/{ASIN}.jpg                                        (flat)
@@ -545,7 +545,7 @@ def _join(captions: list) -> list:
     c = [x for x in captions[:2] if x]
     return [f'{c[0]} and {c[1]}', f'{c[1]} and {c[0]}'] if len(c) == 2 else c
 
-# %% ../nbs/00_data.ipynb #4ee41a16
+# %% ../nbs/00_data.ipynb #024498b7
 def read_fashioniq(root, # the data root (see `FASHIONIQ_LAYOUT`)
                    categories: Sequence[str] = CATEGORIES,
                    eval_split: str = 'val',
@@ -596,7 +596,7 @@ def _fashioniq_eval(root, layout, category, split, protocol, pairs, images, coun
     counts['queries'][protocol], counts['gallery'][protocol] = len(queries), len(gallery)
     return [EvalSet('fashioniq', split, category, protocol, gallery, queries, images).check()]
 
-# %% ../nbs/00_data.ipynb #d735cb0f
+# %% ../nbs/00_data.ipynb #3299d280
 def _write_image(path: Path, colour=(120, 60, 30), size=(8, 8), mode='RGB'):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new('RGB', size, colour).convert(mode).save(path)
@@ -627,7 +627,7 @@ def _fashioniq_fixture_category(root: Path, layout: str, category: str, prefix: 
     for k, name in enumerate(['A1', 'A2', 'A3', 'A4', 'A5', 'T1', 'T2']):
         _write_image(folder/f'{prefix}{name}.jpg', (40 * k, 80, 200 - 20 * k))
 
-# %% ../nbs/00_data.ipynb #c2cbb9d7
+# %% ../nbs/00_data.ipynb #fc53c712
 SHOES_LAYOUT = """  relative_captions_shoes.json
   train_im_names.txt
   eval_im_names.txt
@@ -644,7 +644,7 @@ def _index_files(root: Path, suffixes=('.jpg', '.jpeg', '.png')) -> dict:
 def _read_lines(path: Path) -> list:
     return [line.strip() for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
 
-# %% ../nbs/00_data.ipynb #8b7f20e2
+# %% ../nbs/00_data.ipynb #cd723cc4
 def read_shoes(root, strict: bool = False, train: bool = True, protocols: Sequence[str] = ('original',)) -> tuple[list, ImageStore, list, dict]:
     "Shoes: training triplets, the test `EvalSet`, the image store and a report."
     _check_protocols('Shoes', protocols, ('original',))
@@ -674,7 +674,7 @@ def read_shoes(root, strict: bool = False, train: bool = True, protocols: Sequen
             evals.append(EvalSet('shoes', 'test', 'all', protocol, gallery, queries, images).check())
     return train_triplets, images, evals, report
 
-# %% ../nbs/00_data.ipynb #5dc240d1
+# %% ../nbs/00_data.ipynb #563d125c
 def make_shoes_fixture(root: Path) -> Path:
     "A tiny Shoes: 3 train and 4 eval images in nested folders, one eval image missing, one empty caption, one duplicated record."
     root = Path(root)
@@ -693,7 +693,7 @@ def make_shoes_fixture(root: Path) -> Path:
     for k in (1, 2, 3): _write_image(root/'attributedata'/'womens_pumps'/str(k)/f'img_womens_pumps_{k}.jpg')
     return root
 
-# %% ../nbs/00_data.ipynb #51dac407
+# %% ../nbs/00_data.ipynb #f40e6192
 FASHION200K_LAYOUT = """  labels/{dress,jacket,pants,skirt,top}_{train,test}_detect_all.txt   (path<TAB>score<TAB>description)
   test_queries.txt                                                   (source_path target_path)
   women/<category>/<subcategory>/<id>/<id>_<k>.jpeg"""
@@ -738,7 +738,7 @@ def one_word_pairs(descriptions: dict, rng: np.random.Generator) -> list:
             pairs.append((path, images_of[other][int(rng.integers(len(images_of[other])))]))
     return pairs
 
-# %% ../nbs/00_data.ipynb #ceb68628
+# %% ../nbs/00_data.ipynb #b813ac58
 def read_fashion200k(root, strict: bool = False, train: bool = True, protocols: Sequence[str] = ('tirg', 'released'),
                      seed: int = 0) -> tuple[list, ImageStore, list, dict]:
     "Fashion200k: one-word-difference training triplets, the test `EvalSet` per removal rule, the image store and a report."
@@ -780,7 +780,7 @@ def read_fashion200k(root, strict: bool = False, train: bool = True, protocols: 
         evals.append(EvalSet('fashion200k', 'test', 'all', protocol, gallery, queries, images).check())
     return train_triplets, images, evals, report
 
-# %% ../nbs/00_data.ipynb #e1a3dae4
+# %% ../nbs/00_data.ipynb #ea92fcc4
 def make_fashion200k_fixture(root: Path) -> Path:
     "A tiny Fashion200k: train and test labels with one-word neighbours, two test queries, one missing test image."
     root = Path(root)
@@ -797,7 +797,7 @@ def make_fashion200k_fixture(root: Path) -> Path:
                                          'women/dresses/day/b_4/b_4.jpeg women/dresses/day/b_5/b_5.jpeg\n')
     return root
 
-# %% ../nbs/00_data.ipynb #42f25497
+# %% ../nbs/00_data.ipynb #1ae8d331
 PRESETS = ('synthetic', 'fashioniq', 'shoes', 'fashion200k')
 
 @dataclass
@@ -858,7 +858,7 @@ def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoe
     else: triplets, images, evals, report = read_fashion200k(data_root, strict=strict, train=train, **kw)
     return CirData(preset, triplets, images, evals, image_size or 224, None, report)
 
-# %% ../nbs/00_data.ipynb #e06105d0
+# %% ../nbs/00_data.ipynb #e0775d44
 def _decodes(store: ImageStore, image_id: str) -> bool:
     try: store.open(image_id); return True
     except (CorruptImage, OSError): return False
@@ -923,7 +923,7 @@ def check_data_cli(argv: Sequence[str] | None = None) -> int:
     if not usable: print('cir_unc_check_data: no usable triplet or query', file=sys.stderr)
     return 0 if usable else 1
 
-# %% ../nbs/00_data.ipynb #ad45c5ef
+# %% ../nbs/00_data.ipynb #ed56a84e
 def benchmark_pipeline(folder: Path, n: int = 32, size=(300, 400), out: int = 224, seed: int = 0) -> dict:
     "Triplets per second in one process: our dataset, a plain PIL baseline, and a pre-resized (256 px) cache."
     folder, rng = Path(folder), np.random.default_rng(seed)
