@@ -7,7 +7,7 @@ __all__ = ['LOSSES', 'SEEDS', 'DEFAULTS', 'SIZE', 'W', 'EXPERIMENTS', 'HEADLINE'
            'run_config', 'test_recalls', 'run_experiment', 'experiment_cli', 'mean_sd', 'headline', 'retrieve',
            'retrieval_grid']
 
-# %% ../nbs/06_experiments.ipynb #3a19a4b3
+# %% ../nbs/06_experiments.ipynb #c51d617c
 import argparse, csv, json, math, sys, time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,11 +17,11 @@ from .train import preset_config, train, summary_table, write_json, load_trained
 from .data import Collate, default_data_root
 from .metrics import gallery_features, query_features, topk_search
 
-# %% ../nbs/06_experiments.ipynb #ddb919e3
+# %% ../nbs/06_experiments.ipynb #f4b8b0a6
 LOSSES = ('infonce', 'uncertainty')
 SEEDS = (0, 1, 2)
 DEFAULTS = dict(dropout=0., w1=1., w2=1., gamma0=1., coarse_fraction=0.5, noise_variant='paper')  # the knobs the tables vary
-SIZE = dict(epochs=5, decay_epochs=(3,), train_triplets=2400)   # per run; about a minute on 2 cores
+SIZE = dict(epochs=5, decay_epochs=(3,), train_triplets=2400)   # per run; about two minutes on one CPU core
 
 def run_settings(loss: str = 'uncertainty', seed: int = 0, **knobs) -> dict:
     "A run's settings: loss, seed and the knobs that differ from `DEFAULTS`."
@@ -57,7 +57,7 @@ def run_dir_name(settings: dict, size: dict = SIZE) -> str:
     same = (size['epochs'], size['train_triplets']) == (SIZE['epochs'], SIZE['train_triplets'])
     return run_name(settings) + ('' if same else f'_{size["epochs"]}ep_{size["train_triplets"]}tr')
 
-# %% ../nbs/06_experiments.ipynb #bd69f77a
+# %% ../nbs/06_experiments.ipynb #3ba12cfc
 def run_config(settings: dict, out: Path, size: dict = SIZE, data_root=None):
     "The `TrainConfig` of one run."
     knobs = {**DEFAULTS, **settings}
@@ -120,7 +120,7 @@ def experiment_cli(argv=None):
     p.add_argument('names', nargs='*', help=f'experiments to run: {", ".join(EXPERIMENTS)} or all')
     p.add_argument('--out', default=None, help='default: data/experiments of the repository')
     p.add_argument('--data-root', default=None)
-    p.add_argument('--epochs', type=int, default=None, help=f'default {SIZE["epochs"]}')
+    p.add_argument('--epochs', type=int, default=None, help=f'default {SIZE["epochs"]}; the lr decays ×0.1 at 70 %% of them')
     p.add_argument('--train-triplets', type=int, default=None, help=f'default {SIZE["train_triplets"]}')
     p.add_argument('--list', action='store_true', help='list the experiments and their runs')
     args = p.parse_args(argv)
@@ -131,25 +131,25 @@ def experiment_cli(argv=None):
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown: p.error(f'unknown experiments {unknown}; choose from {list(EXPERIMENTS)} or all')
     size = dict(SIZE)
-    if args.epochs: size.update(epochs=args.epochs, decay_epochs=tuple(e for e in SIZE['decay_epochs'] if e < args.epochs))
+    if args.epochs: size.update(epochs=args.epochs, decay_epochs=(int(0.7 * args.epochs),) if args.epochs > 1 else ())
     if args.train_triplets: size['train_triplets'] = args.train_triplets
     started = time.perf_counter()
     for name in names: run_experiment(name, args.out, size, args.data_root)
     print(f'done in {time.perf_counter() - started:.0f}s')
 
-# %% ../nbs/06_experiments.ipynb #a51be010
+# %% ../nbs/06_experiments.ipynb #d8a618ac
 def mean_sd(frame, by: list, columns: list, digits: int = 1):
     "Group `frame` by `by` and show `mean ± sd` (or the single value) of `columns`."
     groups = frame.groupby(by, sort=False)[columns]
     mean, sd, n = groups.mean(), groups.std(), groups.count()
     return mean.round(digits).astype(str).where(n <= 1, mean.round(digits).astype(str) + ' ± ' + sd.round(digits).astype(str))
 
-# %% ../nbs/06_experiments.ipynb #28e55bf6
+# %% ../nbs/06_experiments.ipynb #8cc54457
 HEADLINE = {'single/all/R@10': 'labelled target, all queries, R@10', 'single/all/R@50': 'labelled target, all queries, R@50',
             'multi/coarse/R@10': 'any valid target, coarse queries, R@10', 'multi/fine/R@10': 'any valid target, fine queries, R@10'}
 
 def headline(path=None, metrics: dict = HEADLINE) -> str:
-    "Markdown table: mean ± sd over seeds of the baseline and ours, and their difference, from `main.csv`."
+    "Markdown table: mean ± sd over seeds of the baseline and ours, and their difference, from an experiment's CSV (`main.csv`)."
     path = Path(path) if path is not None else default_data_root()/'experiments'/'main.csv'
     if not path.exists(): raise FileNotFoundError(f'{path}: run `cir_unc_experiment main` first')
     rows = list(csv.DictReader(open(path)))
@@ -157,13 +157,15 @@ def headline(path=None, metrics: dict = HEADLINE) -> str:
         v = np.array([float(r[m]) for r in rows if r['loss'] == loss])
         return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.), len(v)
     n = stats('infonce', next(iter(metrics)))[2]
-    lines = [f'| synthetic test split, % (mean ± sd, {n} seeds) | InfoNCE baseline | ours (Eq. 4) | difference |', '|---|---|---|---|']
+    budget = f'{rows[0]["epochs"]} epochs on {int(rows[0]["train_triplets"]):,} triplets, ' if 'epochs' in rows[0] else ''
+    lines = [f'| synthetic test split, % ({budget}mean ± sd of {n} seeds) | InfoNCE baseline | ours (Eq. 4) | difference |',
+             '|---|---|---|---|']
     for m, label in metrics.items():
         (a, sa, _), (b, sb, _) = stats('infonce', m), stats('uncertainty', m)
         lines.append(f'| {label} | {a:.1f} ± {sa:.1f} | {b:.1f} ± {sb:.1f} | {b - a:+.1f} |')
     return '\n'.join(lines)
 
-# %% ../nbs/06_experiments.ipynb #27efb037
+# %% ../nbs/06_experiments.ipynb #d696c00c
 def retrieve(run, eval_set, k: int = 5) -> torch.Tensor:
     "Top-k gallery indices of every query of `eval_set` for a loaded run (`load_trained`), the reference removed as evaluated."
     collate, transform = Collate(run['tokenizer']), run['data'].eval_transform()

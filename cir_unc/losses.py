@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['info_nce', 'uncertainty_loss', 'gamma_at', 'LossTerms', 'MultiGrainedLoss', 'benchmark_losses']
 
-# %% ../nbs/02_losses.ipynb #55b9cb98
+# %% ../nbs/02_losses.ipynb #46e32d51
 import math, time
 from dataclasses import dataclass
 import torch
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .augment import FeatureAugmenter, upcast, whiten, std_mean
 
-# %% ../nbs/02_losses.ipynb #f5724d87
+# %% ../nbs/02_losses.ipynb #72a59701
 def info_nce(query: Tensor,  # (B, D) composed features f_s
              target: Tensor, # (B, D) target features f_t (or f̂_t); row i is the positive of query i
             ) -> Tensor:     # scalar: mean cross-entropy over the batch
@@ -22,7 +22,7 @@ def info_nce(query: Tensor,  # (B, D) composed features f_s
     labels = torch.arange(len(query), device=query.device)      # the positive of row i is column i
     return F.cross_entropy(upcast(logits), labels)              # softmax in float32 at least, also under bf16/fp16
 
-# %% ../nbs/02_losses.ipynb #35ab9365
+# %% ../nbs/02_losses.ipynb #32225e87
 def uncertainty_loss(query: Tensor,      # (B, D) composed features f_s
                      target_hat: Tensor, # (B, D) augmented target features f̂_t
                      log_var: Tensor | float | None = None, # s = log σ²; None: std of all of `target_hat`, as the released code
@@ -32,7 +32,7 @@ def uncertainty_loss(query: Tensor,      # (B, D) composed features f_s
     else: s = log_var if isinstance(log_var, Tensor) else torch.tensor(float(log_var), device=query.device)
     return 0.5 * (torch.exp(-s) * info_nce(query, target_hat) + s)   # L_info/(2σ²) + ½·log σ²
 
-# %% ../nbs/02_losses.ipynb #5e0712e1
+# %% ../nbs/02_losses.ipynb #6e1d9aa5
 def gamma_at(epoch: int,          # current epoch, 0-based
              total_epochs: int,   # configured number of epochs
              gamma0: float = 1.,  # γ0 ≥ 0; math.inf gives the InfoNCE baseline (γ = 0)
@@ -43,7 +43,7 @@ def gamma_at(epoch: int,          # current epoch, 0-based
     if math.isinf(gamma0): return 0.
     return math.exp(-gamma0 * epoch / total_epochs)
 
-# %% ../nbs/02_losses.ipynb #01f2e7d9
+# %% ../nbs/02_losses.ipynb #c64045a3
 @dataclass
 class LossTerms:
     "The total loss (with gradient) and each term, detached, for logging."
@@ -58,7 +58,7 @@ class LossTerms:
         return {'loss': self.total.item(), 'loss_info': self.info.item(), 'loss_u': self.u.item(),
                 'log_var': self.log_var.item(), 'gamma': self.gamma}
 
-# %% ../nbs/02_losses.ipynb #98020383
+# %% ../nbs/02_losses.ipynb #714989a0
 class MultiGrainedLoss(nn.Module):
     r"Eq. 4: $\gamma\,\mathcal{L}_u(f_s, \hat f_t, \sigma) + (1-\gamma)\,\mathcal{L}_{info}(f_s, f_t)$, or InfoNCE alone."
     losses = ('uncertainty', 'infonce')
@@ -94,7 +94,7 @@ class MultiGrainedLoss(nn.Module):
         total = gamma * u + (1 - gamma) * info                       # Eq. 4
         return LossTerms(total, info.detach(), u.detach(), s.detach(), gamma)
 
-# %% ../nbs/02_losses.ipynb #a050981f
+# %% ../nbs/02_losses.ipynb #ad0feade
 def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
     "Median wall time of `fn()` over `repeats` runs after `warmup` runs."
     for _ in range(warmup): fn()
