@@ -7,7 +7,7 @@ __all__ = ['LOSSES', 'SEEDS', 'DEFAULTS', 'SIZE', 'W', 'LONGER', 'EXPERIMENTS', 
            'run_dir_name', 'run_config', 'test_recalls', 'run_experiment', 'experiment_cli', 'mean_sd', 'headline',
            'retrieve', 'retrieval_grid']
 
-# %% ../nbs/06_experiments.ipynb #c51d617c
+# %% ../nbs/06_experiments.ipynb #20820698
 import argparse, csv, json, math, sys, time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +17,7 @@ from .train import preset_config, train, summary_table, write_json, load_trained
 from .data import Collate, default_data_root
 from .metrics import gallery_features, query_features, topk_search
 
-# %% ../nbs/06_experiments.ipynb #f4b8b0a6
+# %% ../nbs/06_experiments.ipynb #86d7ab37
 LOSSES = ('infonce', 'uncertainty')
 SEEDS = (0, 1, 2)
 DEFAULTS = dict(dropout=0., w1=1., w2=1., gamma0=1., coarse_fraction=0.5, noise_variant='paper')  # the knobs the tables vary
@@ -62,7 +62,7 @@ def run_dir_name(settings: dict, size: dict = SIZE) -> str:
     same = (size['epochs'], size['train_triplets']) == (SIZE['epochs'], SIZE['train_triplets'])
     return run_name(settings) + ('' if same else f'_{size["epochs"]}ep_{size["train_triplets"]}tr')
 
-# %% ../nbs/06_experiments.ipynb #3ba12cfc
+# %% ../nbs/06_experiments.ipynb #a9ddc0c6
 def run_config(settings: dict, out: Path, size: dict = SIZE, data_root=None):
     "The `TrainConfig` of one run."
     knobs = {**DEFAULTS, **settings}
@@ -142,14 +142,14 @@ def experiment_cli(argv=None):
     for name in names: run_experiment(name, args.out, size, args.data_root)
     print(f'done in {time.perf_counter() - started:.0f}s')
 
-# %% ../nbs/06_experiments.ipynb #d8a618ac
+# %% ../nbs/06_experiments.ipynb #a563807c
 def mean_sd(frame, by: list, columns: list, digits: int = 1):
     "Group `frame` by `by` and show `mean ± sd` (or the single value) of `columns`."
     groups = frame.groupby(by, sort=False)[columns]
     mean, sd, n = groups.mean(), groups.std(), groups.count()
     return mean.round(digits).astype(str).where(n <= 1, mean.round(digits).astype(str) + ' ± ' + sd.round(digits).astype(str))
 
-# %% ../nbs/06_experiments.ipynb #8cc54457
+# %% ../nbs/06_experiments.ipynb #42ed817f
 HEADLINE = {'single/all/R@10': 'labelled target, all queries, R@10', 'single/all/R@50': 'labelled target, all queries, R@50',
             'multi/coarse/R@10': 'any valid target, coarse queries, R@10', 'multi/fine/R@10': 'any valid target, fine queries, R@10'}
 
@@ -170,7 +170,7 @@ def headline(path=None, metrics: dict = HEADLINE) -> str:
         lines.append(f'| {label} | {a:.1f} ± {sa:.1f} | {b:.1f} ± {sb:.1f} | {b - a:+.1f} |')
     return '\n'.join(lines)
 
-# %% ../nbs/06_experiments.ipynb #d696c00c
+# %% ../nbs/06_experiments.ipynb #73ac9e48
 def retrieve(run, eval_set, k: int = 5) -> torch.Tensor:
     "Top-k gallery indices of every query of `eval_set` for a loaded run (`load_trained`), the reference removed as evaluated."
     collate, transform = Collate(run['tokenizer']), run['data'].eval_transform()

@@ -11,7 +11,7 @@ __all__ = ['PRESETS', 'RUN_FILES', 'SELECTION', 'ROBERTA_BASE', 'TrainConfig', '
            'train_parser', 'config_from_args', 'train_cli', 'load_trained', 'evaluate_checkpoint', 'eval_cli',
            'summary_table', 'format_table', 'demo', 'demo_cli', 'benchmark_training']
 
-# %% ../nbs/05_train.ipynb #0f09ef71
+# %% ../nbs/05_train.ipynb #35da4742
 import argparse, csv, dataclasses, json, math, os, random, sys, time
 from typing import Sequence
 from dataclasses import dataclass, field, asdict
@@ -26,7 +26,7 @@ from .data import load_dataset, SyntheticConfig, Collate, WordTokenizer, DataErr
 from .model import CIRModel, ModelConfig
 from .metrics import gallery_features, query_features, recall_at_k
 
-# %% ../nbs/05_train.ipynb #639eefb4
+# %% ../nbs/05_train.ipynb #3317dc05
 @dataclass
 class TrainConfig:
     "Everything a run needs; a preset fills the defaults, the command line overrides any of them."
@@ -56,7 +56,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)   # model overrides (encoders, compositor), see cir_unc.model
     data: dict = field(default_factory=dict)    # dataset overrides, see cir_unc.data
 
-# %% ../nbs/05_train.ipynb #8644e5f1
+# %% ../nbs/05_train.ipynb #123665f2
 PRESETS = {
     # laptop: the synthetic data, a small model trained from scratch (so the text encoder at the full lr), ~2 min per run on 2 cores
     'synthetic':   dict(epochs=6, batch_size=32, lr=0.01, text_lr_scale=1., warmup_epochs=1, warmup_start=0.1, decay_epochs=(4,)),
@@ -73,14 +73,14 @@ def preset_config(preset: str, **overrides) -> TrainConfig:
     if unknown: raise ValueError(f'unknown TrainConfig fields: {sorted(unknown)}')
     return TrainConfig(**{**PRESETS[preset], 'preset': preset, 'out': f'data/runs/{preset}-{overrides.get("loss", "uncertainty")}', **overrides})
 
-# %% ../nbs/05_train.ipynb #107b35bb
+# %% ../nbs/05_train.ipynb #c00de407
 def lr_factor(epoch: int, config: TrainConfig) -> float:
     "Multiplier of the base learning rate at `epoch` (0-based): warm-up, then step decays."
     if epoch < config.warmup_epochs:
         return config.warmup_start + (1 - config.warmup_start) * epoch / config.warmup_epochs   # 1. linear warm-up
     return config.decay_factor ** sum(epoch >= e for e in config.decay_epochs)                  # 2. ×0.1 at each decay epoch
 
-# %% ../nbs/05_train.ipynb #4fb8fce3
+# %% ../nbs/05_train.ipynb #40e70904
 class GlobalBatchSampler(torch.utils.data.Sampler):
     "Yields this rank's slice of each global batch; order from `(seed, epoch)`; drops the last incomplete batch."
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
@@ -103,7 +103,7 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
             start = b * self.batch_size + self.rank * local
             yield order[start:start + local].tolist()
 
-# %% ../nbs/05_train.ipynb #0ba4eb57
+# %% ../nbs/05_train.ipynb #7ee8e17a
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -126,7 +126,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
     "(B_local, D) on each rank → (B_global, D) in rank order, differentiable; `x` itself without a process group."
     return _GatherWithGrad.apply(x) if is_distributed() else x
 
-# %% ../nbs/05_train.ipynb #57939eca
+# %% ../nbs/05_train.ipynb #14b7e1c2
 class NonFiniteLossError(RuntimeError):
     "The loss became NaN or inf; the run stops and keeps its last good checkpoint."
 
@@ -152,7 +152,7 @@ def train_step(model: nn.Module,          # the model (or its DDP wrapper): mode
     optimizer.step()
     return terms
 
-# %% ../nbs/05_train.ipynb #941c69e9
+# %% ../nbs/05_train.ipynb #ee193815
 def atomic_write(path: Path, write) -> Path:
     "Call `write(tmp_path)`, then rename the temporary file onto `path` (atomic on POSIX)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ def load_checkpoint(path: Path, map_location='cpu') -> dict:
                              f'so it is refused. Load it yourself only if you trust it, and save its state_dict.') from e
         raise
 
-# %% ../nbs/05_train.ipynb #75bdfe4c
+# %% ../nbs/05_train.ipynb #ab3cd803
 RUN_FILES = ('config.json', 'metrics.csv', 'last.pt', 'best.pt', 'results.json', 'loss_curves.png', 'recall_curves.png')
 
 def prepare_run_dir(out: Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -228,7 +228,7 @@ def write_json(path: Path, obj) -> Path:
     "JSON, atomically."
     return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + '\n'))
 
-# %% ../nbs/05_train.ipynb #1e806a8f
+# %% ../nbs/05_train.ipynb #1535a90f
 SELECTION = {  # (split, protocol) on which the best epoch is chosen by mean R@10, as the released code does
     'synthetic': ('val', 'single'), 'fashioniq': ('val', 'val'), 'shoes': ('test', 'original'), 'fashion200k': ('test', 'released')}
 
@@ -264,7 +264,7 @@ def build_tokenizer(model_config: ModelConfig, data):
                       f'Hugging Face cache, and could not be downloaded. Run once with internet access, or pass a local '
                       f'folder (--text-encoder PATH).') from e
 
-# %% ../nbs/05_train.ipynb #13e661a3
+# %% ../nbs/05_train.ipynb #7b1f6b94
 def _loader(dataset, batch_size, workers, collate, pin_memory):
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                        collate_fn=collate, pin_memory=pin_memory)
@@ -303,7 +303,7 @@ def mean_recall(results: dict, split: str, protocol: str, k: int = 10) -> float:
     if not values: raise ValueError(f'no evaluation results for split {split!r}, protocol {protocol!r}: {sorted(results)}')
     return sum(values) / len(values)
 
-# %% ../nbs/05_train.ipynb #2a6a5161
+# %% ../nbs/05_train.ipynb #f7946e27
 def check_config(config: TrainConfig):
     "Refuse settings that cannot work, with the reason and the fix."
     if config.preset not in PRESETS: raise ValueError(f'unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}')
@@ -343,25 +343,24 @@ def _check_resumable(out: Path, config: TrainConfig, model_config: ModelConfig, 
                          + ', '.join(f'{k}: now {a!r}, checkpoint {b!r}' for k, (a, b) in diff.items())
                          + '. Use the same settings, or --overwrite / another --out to start afresh.')
 
-# %% ../nbs/05_train.ipynb #9f1c7f77
+# %% ../nbs/05_train.ipynb #7c28343c
 def plot_curves(history: list[dict], out: Path):
     "The loss terms per epoch (the paper's Figure 5) and the recalls per epoch, as PNGs in the run directory."
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # not pyplot: no backend switch, no figure left open in a notebook
     epochs = [r['epoch'] for r in history]
-    fig, ax = plt.subplots(figsize=(4.5, 3))
+    fig = Figure(figsize=(4.5, 3)); ax = fig.subplots()
     for key, label in [('loss', r'$\mathcal{L}_{total}$'), ('loss_info', r'$\mathcal{L}_{info}$'), ('loss_u', r'$\mathcal{L}_u$')]:
         values = [r.get(key, math.nan) for r in history]
         if not all(math.isnan(v) for v in values): ax.plot(epochs, values, marker='.', label=label)
     ax.set_xlabel('epoch'); ax.set_ylabel('training loss (epoch mean)'); ax.legend(fontsize=8); fig.tight_layout()
-    fig.savefig(out/'loss_curves.png', dpi=100); plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 3))
+    fig.savefig(out/'loss_curves.png', dpi=100)
+    fig = Figure(figsize=(4.5, 3)); ax = fig.subplots()
     for key in [k for k in history[-1] if k.endswith(('/R@1', '/R@10', '/R@50')) and k.count('/') == 3]:
         ax.plot(epochs, [r.get(key, math.nan) for r in history], label=key, lw=1)
     ax.set_xlabel('epoch'); ax.set_ylabel('recall (%)'); ax.legend(fontsize=5, ncol=2); fig.tight_layout()
-    fig.savefig(out/'recall_curves.png', dpi=100); plt.close(fig)
+    fig.savefig(out/'recall_curves.png', dpi=100)
 
-# %% ../nbs/05_train.ipynb #0123535c
+# %% ../nbs/05_train.ipynb #dee0ff48
 def train(config: TrainConfig,          # what to run
           resume: bool = False,         # continue the run in `config.out` from its last.pt (its config.json wins)
           overwrite: bool = False,      # replace the run files in `config.out`
@@ -478,7 +477,7 @@ def train(config: TrainConfig,          # what to run
     if world > 1: dist.barrier()
     return results
 
-# %% ../nbs/05_train.ipynb #3e53dba4
+# %% ../nbs/05_train.ipynb #cac0940a
 def _key_value(text: str) -> tuple:
     if '=' not in text: raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
     key, value = text.split('=', 1)
@@ -527,7 +526,7 @@ def train_cli(argv=None):
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_train.ipynb #7ed20ace
+# %% ../nbs/05_train.ipynb #2a6f3a26
 def load_trained(path, data_root=None, device: str = 'auto', workers: int = 0) -> dict:
     "A trained model from `path` (a run directory: its best.pt, else last.pt; or a checkpoint file), with its data and tokenizer."
     path = Path(path)
@@ -580,7 +579,7 @@ def eval_cli(argv=None):
                         'results': {k: r.as_dict() for k, r in out['results'].items()}})
     print(f'written {target}')
 
-# %% ../nbs/05_train.ipynb #42703f92
+# %% ../nbs/05_train.ipynb #9e8531b8
 def summary_table(runs: dict,                 # name → results (the dict `train` returns)
                   split: str = 'test', ks=(1, 10, 50)) -> list[dict]:
     "Rows of mean R@K over categories, per protocol and query group, one column per run."
@@ -630,7 +629,7 @@ def demo_cli(argv=None):
     args = p.parse_args(argv)
     demo(args.out, progress=not args.no_progress, seed=args.seed, **({'epochs': args.epochs} if args.epochs else {}))
 
-# %% ../nbs/05_train.ipynb #d2d97125
+# %% ../nbs/05_train.ipynb #ec7498c7
 ROBERTA_BASE = dict(model_type='roberta', vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
                     bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)   # roberta-base's architecture, for random init
