@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LOSSES', 'SEEDS', 'DEFAULTS', 'SIZE', 'W', 'LONGER', 'EXPERIMENTS', 'HEADLINE', 'run_settings', 'run_name',
-           'run_dir_name', 'run_config', 'test_recalls', 'run_experiment', 'experiment_cli', 'mean_sd', 'headline',
+           'run_dir_name', 'run_config', 'split_recalls', 'run_experiment', 'experiment_cli', 'mean_sd', 'headline',
            'retrieve', 'retrieval_grid']
 
 # %% ../nbs/06_experiments.ipynb #20820698
@@ -13,9 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
-from .train import preset_config, train, summary_table, write_json, load_trained, _loader
-from .data import Collate, default_data_root
-from .metrics import gallery_features, query_features, topk_search
+from .train import (preset_config, train, summary_table, write_json, write_metrics_csv, load_trained,
+                           encode_gallery, encode_queries)
+from .data import default_data_root
+from .metrics import topk_search
 
 # %% ../nbs/06_experiments.ipynb #86d7ab37
 LOSSES = ('infonce', 'uncertainty')
@@ -73,14 +74,9 @@ def run_config(settings: dict, out: Path, size: dict = SIZE, data_root=None):
                          w1=knobs['w1'], w2=knobs['w2'], gamma0=knobs['gamma0'], noise_variant=knobs['noise_variant'],
                          data={'synthetic': data}, **size.get('train', {}))
 
-def test_recalls(results: dict, split: str = 'test') -> dict:
+def split_recalls(results: dict, split: str = 'test') -> dict:
     "`{'single/all/R@10': mean over categories, …}` from a run's results."
     return {f'{r["protocol"]}/{r["queries"]}/{r["metric"]}': r['run'] for r in summary_table({'run': results}, split)}
-
-def _write_csv(path: Path, rows: list[dict]):
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(rows)
 
 def run_experiment(name: str,                       # a key of EXPERIMENTS
                    out=None,                        # CSVs here, runs in OUT/runs/; None: data/experiments of the repository
@@ -111,11 +107,11 @@ def run_experiment(name: str,                       # a key of EXPERIMENTS
                      'epochs': size['epochs'], 'train_triplets': size['train_triplets'],
                      **{k: settings.get(k, v) for k, v in DEFAULTS.items()},
                      'best_epoch': results['best_epoch'], 'seconds': round(json.loads(record.read_text())['train_seconds'], 1),
-                     **test_recalls(results)})
+                     **split_recalls(results)})
         for r in csv.DictReader(open(run_dir/'metrics.csv')):
             curves.append({'run': run_dir.name, 'loss_kind': settings['loss'], 'seed': settings['seed'],
                            **{k: r[k] for k in ('epoch', 'lr', 'gamma', 'loss', 'loss_info', 'loss_u', 'log_var', 'val/single/mean_R@10')}})
-    _write_csv(out/f'{name}.csv', rows); _write_csv(out/f'{name}_curves.csv', curves)
+    write_metrics_csv(out/f'{name}.csv', rows); write_metrics_csv(out/f'{name}_curves.csv', curves)   # atomic, columns of all rows
     log(f'{name}: wrote {out/f"{name}.csv"} ({len(rows)} runs)')
     return rows
 
@@ -173,9 +169,8 @@ def headline(path=None, metrics: dict = HEADLINE) -> str:
 # %% ../nbs/06_experiments.ipynb #73ac9e48
 def retrieve(run, eval_set, k: int = 5) -> torch.Tensor:
     "Top-k gallery indices of every query of `eval_set` for a loaded run (`load_trained`), the reference removed as evaluated."
-    collate, transform = Collate(run['tokenizer']), run['data'].eval_transform()
-    g = gallery_features(run['model'], ({'images': b['image']} for b in _loader(eval_set.gallery_dataset(transform), 128, 0, collate, False)), run['device'])
-    q = query_features(run['model'], _loader(eval_set.query_dataset(transform), 128, 0, collate, False), run['device'])
+    args = (run['model'], eval_set, run['data'].eval_transform(), run['tokenizer'], run['device'])
+    g, q = encode_gallery(*args), encode_queries(*args)
     return topk_search(q, g, k, exclude=[sorted(x.exclude) for x in eval_set.queries])[1]
 
 def retrieval_grid(runs: dict,              # label → run directory

@@ -6,10 +6,10 @@
 __all__ = ['PRESETS', 'RUN_FILES', 'SELECTION', 'ROBERTA_BASE', 'TrainConfig', 'preset_config', 'lr_factor', 'GlobalBatchSampler',
            'is_distributed', 'gather_with_grad', 'NonFiniteLossError', 'train_step', 'atomic_write', 'rng_state',
            'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'prepare_run_dir', 'write_metrics_csv', 'write_json',
-           'resolve_device', 'build_data', 'build_model_config', 'build_tokenizer', 'evaluate_sets', 'flat_recalls',
-           'mean_recall', 'check_config', 'setup_distributed', 'seed_everything', 'plot_curves', 'train',
-           'train_parser', 'config_from_args', 'train_cli', 'load_trained', 'evaluate_checkpoint', 'eval_cli',
-           'summary_table', 'format_table', 'demo', 'demo_cli', 'benchmark_training']
+           'resolve_device', 'build_data', 'build_model_config', 'build_tokenizer', 'encode_gallery', 'encode_queries',
+           'evaluate_sets', 'flat_recalls', 'mean_recall', 'check_config', 'setup_distributed', 'seed_everything',
+           'plot_curves', 'train', 'train_parser', 'config_from_args', 'train_cli', 'load_trained',
+           'evaluate_checkpoint', 'eval_cli', 'summary_table', 'format_table', 'demo', 'demo_cli', 'benchmark_training']
 
 # %% ../nbs/05_train.ipynb #35da4742
 import argparse, csv, dataclasses, json, math, os, random, sys, time
@@ -217,7 +217,7 @@ def prepare_run_dir(out: Path, resume: bool = False, overwrite: bool = False) ->
     return out
 
 def write_metrics_csv(path: Path, history: list[dict]):
-    "All rows so far, written atomically (a resumed run rewrites the file from its checkpoint's history)."
+    "Rows as CSV with the columns of all rows, written atomically (a resumed run rewrites all rows from its checkpoint's history)."
     columns = list(dict.fromkeys(k for row in history for k in row))
     def write(tmp):
         with open(tmp, 'w', newline='') as f:
@@ -265,24 +265,32 @@ def build_tokenizer(model_config: ModelConfig, data):
                       f'folder (--text-encoder PATH).') from e
 
 # %% ../nbs/05_train.ipynb #7b1f6b94
-def _loader(dataset, batch_size, workers, collate, pin_memory):
+def _loader(dataset, batch_size, workers, tokenizer, device):
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                       collate_fn=collate, pin_memory=pin_memory)
+                                       collate_fn=Collate(tokenizer), pin_memory=device.type == 'cuda')
+
+def encode_gallery(model: nn.Module, ev, transform, tokenizer, device: torch.device,
+                   batch_size: int = 128, workers: int = 0, amp_dtype=None) -> Tensor:
+    "f_t of every gallery image of the evaluation set `ev`: (N, D)."
+    batches = ({'images': b['image']} for b in _loader(ev.gallery_dataset(transform), batch_size, workers, tokenizer, device))
+    return gallery_features(model, batches, device, amp_dtype, device.type == 'cuda')
+
+def encode_queries(model: nn.Module, ev, transform, tokenizer, device: torch.device,
+                   batch_size: int = 128, workers: int = 0, amp_dtype=None) -> Tensor:
+    "f_s of every query of the evaluation set `ev`: (Q, D)."
+    batches = _loader(ev.query_dataset(transform), batch_size, workers, tokenizer, device)
+    return query_features(model, batches, device, amp_dtype, device.type == 'cuda')
 
 def evaluate_sets(model: nn.Module, evals: list, transform, tokenizer, device: torch.device,
                   batch_size: int = 128, workers: int = 0, amp_dtype=None, ks=(1, 5, 10, 50)) -> dict:
     "`{'split/category/protocol': RecallResult}` for each evaluation set."
-    collate, pin = Collate(tokenizer), device.type == 'cuda'
+    encode = dict(transform=transform, tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers, amp_dtype=amp_dtype)
     gallery_cache, query_cache, results = {}, {}, {}
     for ev in evals:
         gkey = tuple(ev.gallery)
-        if gkey not in gallery_cache:
-            batches = ({'images': b['image']} for b in _loader(ev.gallery_dataset(transform), batch_size, workers, collate, pin))
-            gallery_cache[gkey] = gallery_features(model, batches, device, amp_dtype, device.type == 'cuda')
+        if gkey not in gallery_cache: gallery_cache[gkey] = encode_gallery(model, ev, **encode)
         qkey = tuple((q.reference, q.text) for q in ev.queries)
-        if qkey not in query_cache:
-            query_cache[qkey] = query_features(model, _loader(ev.query_dataset(transform), batch_size, workers, collate, pin),
-                                               device, amp_dtype, device.type == 'cuda')
+        if qkey not in query_cache: query_cache[qkey] = encode_queries(model, ev, **encode)
         groups = [q.granularity for q in ev.queries]
         results[f'{ev.split}/{ev.category}/{ev.protocol}'] = recall_at_k(
             query_cache[qkey], gallery_cache[gkey], [sorted(q.hits) for q in ev.queries], f'{ev.name}/{ev.protocol}', ks,
