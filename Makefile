@@ -11,7 +11,7 @@ test: install  ## run every notebook as a test, plus tests/ (extra notebook flag
 	$(PYTHON) -m pytest
 
 demo: install  ## train the InfoNCE baseline and the uncertainty model on the synthetic data (CPU, ~4 min) and compare them
-	$(PYTHON) -c "from cir_unc.train import demo_cli; demo_cli()"   # = cir_unc_demo
+	$(PYTHON) -c "from cir_unc.cli import demo_cli; demo_cli()"   # = cir_unc_demo
 
 docs: install  ## write README.md from index.ipynb, then build the documentation site offline into _site/ (open _site/index.html)
 	$(PYTHON) nbs/_site/build.py

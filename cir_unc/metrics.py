@@ -4,14 +4,16 @@
 
 # %% auto #0
 __all__ = ['MISS', 'pad_index_sets', 'topk_search', 'dense_topk', 'first_hit_rank', 'RecallResult', 'recall_from_ranks',
-           'recall_at_k', 'gallery_features', 'query_features', 'evaluate', 'benchmark_search', 'format_benchmark']
+           'recall_at_k', 'gallery_features', 'query_features', 'evaluate', 'encode_gallery', 'encode_queries',
+           'evaluate_sets', 'flat_recalls', 'mean_recall', 'benchmark_search', 'format_benchmark']
 
 # %% ../nbs/04_metrics.ipynb #20113367
 import math, os, time, threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 import torch
-from torch import Tensor
+from torch import nn, Tensor
+from .data import Collate
 
 # %% ../nbs/04_metrics.ipynb #289f4ede
 def pad_index_sets(sets, # per query: a collection of gallery indices; or a (Q,) / (Q, E) tensor with −1 for none
@@ -253,6 +255,53 @@ def evaluate(model,
     gallery = gallery_features(model, gallery_batches, device, autocast_dtype, channels_last)
     query = query_features(model, query_batches, device, autocast_dtype, channels_last)
     return recall_at_k(query, gallery, hits, protocol, ks, exclude, groups, chunk_size, backend=backend)
+
+# %% ../nbs/04_metrics.ipynb #7b1f6b94
+def _loader(dataset, batch_size, workers, tokenizer, device):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                       collate_fn=Collate(tokenizer), pin_memory=device.type == 'cuda')
+
+def encode_gallery(model: nn.Module, ev, transform, tokenizer, device: torch.device,
+                   batch_size: int = 128, workers: int = 0, amp_dtype=None) -> Tensor:
+    "f_t of every gallery image of the evaluation set `ev`: (N, D)."
+    batches = ({'images': b['image']} for b in _loader(ev.gallery_dataset(transform), batch_size, workers, tokenizer, device))
+    return gallery_features(model, batches, device, amp_dtype, device.type == 'cuda')
+
+def encode_queries(model: nn.Module, ev, transform, tokenizer, device: torch.device,
+                   batch_size: int = 128, workers: int = 0, amp_dtype=None) -> Tensor:
+    "f_s of every query of the evaluation set `ev`: (Q, D)."
+    batches = _loader(ev.query_dataset(transform), batch_size, workers, tokenizer, device)
+    return query_features(model, batches, device, amp_dtype, device.type == 'cuda')
+
+def evaluate_sets(model: nn.Module, evals: list, transform, tokenizer, device: torch.device,
+                  batch_size: int = 128, workers: int = 0, amp_dtype=None, ks=(1, 5, 10, 50)) -> dict:
+    "`{'split/category/protocol': RecallResult}` for each evaluation set."
+    encode = dict(transform=transform, tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers, amp_dtype=amp_dtype)
+    gallery_cache, query_cache, results = {}, {}, {}
+    for ev in evals:
+        gkey = tuple(ev.gallery)
+        if gkey not in gallery_cache: gallery_cache[gkey] = encode_gallery(model, ev, **encode)
+        qkey = tuple((q.reference, q.text) for q in ev.queries)
+        if qkey not in query_cache: query_cache[qkey] = encode_queries(model, ev, **encode)
+        groups = [q.granularity for q in ev.queries]
+        results[f'{ev.split}/{ev.category}/{ev.protocol}'] = recall_at_k(
+            query_cache[qkey], gallery_cache[gkey], [sorted(q.hits) for q in ev.queries], f'{ev.name}/{ev.protocol}', ks,
+            exclude=[sorted(q.exclude) for q in ev.queries], groups=groups if all(groups) else None)
+    return results
+
+def flat_recalls(results: dict, ks=(1, 10, 50)) -> dict:
+    "One flat row: `split/category/protocol/R@K` (and `…/coarse/R@K`, `…/fine/R@K`)."
+    row = {}
+    for name, r in results.items():
+        row.update({f'{name}/R@{k}': r.recall[k] for k in ks if k in r.recall})
+        for g, gr in r.groups.items(): row.update({f'{name}/{g}/R@{k}': gr.recall[k] for k in ks if k in gr.recall})
+    return row
+
+def mean_recall(results: dict, split: str, protocol: str, k: int = 10) -> float:
+    "Mean R@K over the categories of one split and protocol (the released code's selection score at K = 10)."
+    values = [r.recall[k] for name, r in results.items() if name.startswith(f'{split}/') and name.endswith(f'/{protocol}')]
+    if not values: raise ValueError(f'no evaluation results for split {split!r}, protocol {protocol!r}: {sorted(results)}')
+    return sum(values) / len(values)
 
 # %% ../nbs/04_metrics.ipynb #fd8fad62
 def _rss() -> int:

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from cir_unc.data import (Collate, DataError, SyntheticConfig, Triplet, check_data, load_dataset, make_fashion200k_fixture,
-                          make_fashioniq_fixture, make_shoes_fixture, read_fashioniq, read_shoes, tokenize)
+from cir_unc.data import Collate, SyntheticConfig, Triplet, tokenize
+from cir_unc.datasets import (DataError, check_data, load_dataset, make_fashion200k_fixture, make_fashioniq_fixture,
+                              make_shoes_fixture, read_fashioniq, read_shoes)
 
 def run_cli(*args):
     "`cir_unc_check_data ARGS` in a fresh process (the installed script when on PATH, else the module function)."
     script = shutil.which('cir_unc_check_data')
-    cmd = [script] if script else [sys.executable, '-c', 'import sys; from cir_unc.data import check_data_cli; sys.exit(check_data_cli())']
+    cmd = [script] if script else [sys.executable, '-c', 'import sys; from cir_unc.datasets import check_data_cli; sys.exit(check_data_cli())']
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=120)
 
 def truncate(path: Path, keep: int = 100): path.write_bytes(path.read_bytes()[:keep])

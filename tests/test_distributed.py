@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 from cir_unc.losses import MultiGrainedLoss
-from cir_unc.train import train_step, GlobalBatchSampler
+from cir_unc.train import train_step
+from cir_unc.distributed import GlobalBatchSampler
 
 B, D, STEPS = 8, 16, 3
 

@@ -11,7 +11,7 @@ TINY = ['--preset', 'synthetic', '--batch-size', '32', '--warmup-epochs', '1', '
 
 def command(name, *args, timeout=300, **kwargs):
     "Run a console script of this package by its module path (the same code the entry point calls)."
-    module, function = {'train': ('cir_unc.train', 'train_cli'), 'eval': ('cir_unc.train', 'eval_cli')}[name]
+    module, function = {'train': ('cir_unc.cli', 'train_cli'), 'eval': ('cir_unc.cli', 'eval_cli')}[name]
     code = f'import sys; from {module} import {function}; {function}(sys.argv[1:])'
     return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
@@ -39,7 +39,7 @@ def test_run_directory(reference_run):
 
 def test_kill_and_resume_is_exact(reference_run, tmp_path):
     args = [*TINY, '--epochs', '3', '--data-root', reference_run/'data', '--out', tmp_path/'run']
-    code = 'import sys; from cir_unc.train import train_cli; train_cli(sys.argv[1:])'
+    code = 'import sys; from cir_unc.cli import train_cli; train_cli(sys.argv[1:])'
     proc = subprocess.Popen([sys.executable, '-c', code, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:         # wait for the first epoch's checkpoint ...
