@@ -19,8 +19,14 @@ docs: install  ## write README.md from index.ipynb, then build the documentation
 readme:  ## write README.md from index.ipynb (after editing index.ipynb)
 	$(PYTHON) nbs/_site/build.py --readme
 
-lab: install  ## open the notebooks in JupyterLab
-	$(PYTHON) -m jupyterlab nbs
+# JupyterLab on this machine only (127.0.0.1), opening on index.ipynb. --allow-root: containers and rented GPU machines
+# often run as root, and JupyterLab refuses to start as root without it. On a remote machine: ssh -L 8888:127.0.0.1:8888.
+LAB_ARGS ?=
+lab:  ## open the notebooks in JupyterLab (installs first only if the package or JupyterLab is missing; `make install` updates)
+	@$(PYTHON) -c "import importlib.metadata as m; [m.version(p) for p in ('cir_unc', 'jupyterlab', 'ipykernel')]" \
+		2>/dev/null || $(MAKE) install
+	$(PYTHON) -m jupyterlab --ServerApp.root_dir=nbs --ServerApp.ip=127.0.0.1 --LabApp.default_url=/lab/tree/index.ipynb \
+		--allow-root $(LAB_ARGS)
 
 export:  ## write cir_unc/ from the notebooks and clean them
 	nbdev_export && nbdev_clean

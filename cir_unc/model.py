@@ -34,6 +34,7 @@ class ModelConfig:
     text_width: int = 128                    # small encoder: width of its transformer
     text_layers: int = 2                     # small encoder: transformer layers
     text_heads: int = 4                      # small encoder: attention heads
+    text_layer_dropout: float = 0.1          # small encoder: dropout inside its transformer layers
     max_tokens: int = 64                     # small encoder: longest caption (learned positions)
     text_dim: int = 128                      # T: text feature after BatchNorm → Linear (512 in the paper)
     text_dropout: float = 0.                 # dropout after the text projection (paper Table 3: 0.2, 0.5)
@@ -58,7 +59,7 @@ class ModelConfig:
                 raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
 
     @classmethod
-    def synthetic(cls, vocab_size: int, pad_id: int = 0, **overrides):
+    def laptop(cls, vocab_size: int, pad_id: int = 0, **overrides):
         "Laptop preset: small CNN for ~64 px images, small text transformer from scratch, D = 128."
         return cls(**{**dict(vocab_size=vocab_size, pad_id=pad_id), **overrides})
 
@@ -139,12 +140,13 @@ def build_image_encoder(config: ModelConfig) -> nn.Module:
 # %% ../nbs/03_model.ipynb #f11d24e3
 class SmallTextEncoder(nn.Module):
     "Word embeddings + learned positions + a small pre-norm transformer: (B, L) ids → (B, L, width) hidden states."
-    def __init__(self, vocab_size: int, pad_id: int = 0, width: int = 128, layers: int = 2, heads: int = 4, max_tokens: int = 64):
+    def __init__(self, vocab_size: int, pad_id: int = 0, width: int = 128, layers: int = 2, heads: int = 4, max_tokens: int = 64,
+                 dropout: float = 0.1):
         super().__init__()
         self.max_tokens = max_tokens
         self.embed = nn.Embedding(vocab_size, width, padding_idx=pad_id)
         self.position = nn.Parameter(torch.randn(max_tokens, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.1, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.width = width
@@ -184,7 +186,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         if config.text_encoder == 'small':
             self.backbone = SmallTextEncoder(config.vocab_size, config.pad_id, config.text_width, config.text_layers,
-                                             config.text_heads, config.max_tokens)
+                                             config.text_heads, config.max_tokens, config.text_layer_dropout)
         else: self.backbone = HFTextEncoder(config.text_encoder, config.text_config, config.local_files_only)
         self.pooling = config.text_pooling
         self.norm = nn.BatchNorm1d(self.backbone.width)

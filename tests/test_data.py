@@ -1,5 +1,6 @@
-"""What the data notebook cannot test: `cir_unc_check_data` as a process, its JSON, worker processes meeting corrupt
-images, Hugging Face tokenizers, and the readers on fixtures in the published layouts (built here in temp folders)."""
+"""What the data notebooks cannot test: `cir_unc_check_data` as a process, its JSON, worker processes meeting corrupt
+images, Hugging Face tokenizers, and the readers on fixtures in the published layouts (`fixtures.py`, in temp folders).
+The fault matrix of broken images is in `test_data_faults.py`."""
 import json, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 from cir_unc.data import Collate, SyntheticConfig, Triplet, tokenize
-from cir_unc.datasets import (DataError, check_data, load_dataset, make_fashion200k_fixture, make_fashioniq_fixture,
-                              make_shoes_fixture, read_fashioniq, read_shoes)
+from cir_unc.datasets import DataError, check_data, load_dataset, read_fashioniq, read_shoes
+from fixtures import make_fashion200k_fixture, make_fashioniq_fixture, make_shoes_fixture
 
 def run_cli(*args):
     "`cir_unc_check_data ARGS` in a fresh process (the installed script when on PATH, else the module function)."
@@ -29,17 +30,22 @@ def test_check_data_json_fashioniq(fashioniq):
     result = run_cli('--preset', 'fashioniq', '--data-root', fashioniq, '--json')
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    train = {'pairs': 1, 'usable_pairs': 1, 'missing_images': 0, 'corrupt_images': 0, 'empty_captions': 0, 'queries': {}, 'gallery': {}}
+    train = {'pairs': 1, 'usable_pairs': 1, 'missing_images': 0, 'corrupt_images': 0, 'empty_captions': 0,
+             'reference_is_target': 0, 'queries': {}, 'gallery': {}}
     val = {'pairs': 3, 'usable_pairs': 2, 'missing_images': 1, 'corrupt_images': 0, 'empty_captions': 1,
-           'queries': {'val': 3, 'original': 2}, 'gallery': {'val': 4, 'original': 5}}
-    assert report == {'dataset': 'fashioniq', 'splits': {
-        'train': {'dress': train, 'shirt': {**train, 'corrupt_images': 1}, 'toptee': train},
-        'val': {'dress': {**val, 'corrupt_images': 1}, 'shirt': val, 'toptee': val}}}
+           'reference_is_target': 0, 'queries': {'val': 3, 'original': 2}, 'gallery': {'val': 4, 'original': 5}}
+    assert {k: v for k, v in report.items() if k != 'sets'} == {'dataset': 'fashioniq', 'decoded': True, 'splits': {
+        'train': {'dress': train, 'shirt': {**train, 'usable_pairs': 0, 'corrupt_images': 1}, 'toptee': train},
+        'val': {'dress': {**val, 'corrupt_images': 1, 'gallery': {'val': 4, 'original': 4}}, 'shirt': val, 'toptee': val}}}
+    data = load_dataset('fashioniq', fashioniq)                 # the sizes evaluation uses are the ones reported
+    assert report['sets'] == [e.summary() for e in data.evals]
+    assert [(s['queries'], s['gallery']) for s in report['sets']] == [(3, 4), (2, 4), (3, 4), (2, 5), (3, 4), (2, 5)]
+    assert report['sets'][1]['dropped'] == {'missing_images': 1, 'corrupt_images': 1, 'pairs_with_unusable_image': 1, 'pairs_without_text': 0}
 
 def test_check_data_table_and_protocol(fashioniq):
     result = run_cli('--preset', 'fashioniq', '--data-root', fashioniq, '--protocol', 'original')
     assert result.returncode == 0, result.stderr
-    assert 'original: 2 / 5' in result.stdout and 'val: 3 / 4' not in result.stdout
+    assert 'original: 2 / 4' in result.stdout and 'val: 3 / 4' not in result.stdout
 
 @pytest.mark.parametrize('make, message', [(lambda p: p/'nowhere', 'does not exist'),
                                            (lambda p: p, 'cap.dress.train.json')])
@@ -58,7 +64,7 @@ def test_check_data_not_usable(tmp_path):
 def test_check_data_shoes_and_fashion200k(tmp_path):
     shoes = json.loads(run_cli('--preset', 'shoes', '--data-root', make_shoes_fixture(tmp_path/'s'), '--json').stdout)
     assert shoes['splits']['test']['all'] == {'pairs': 3, 'usable_pairs': 2, 'missing_images': 1, 'corrupt_images': 0,
-        'empty_captions': 0, 'queries': {'original': 2}, 'gallery': {'original': 3}}
+        'empty_captions': 0, 'reference_is_target': 0, 'queries': {'original': 2}, 'gallery': {'original': 3}}
     assert shoes['splits']['train']['all']['empty_captions'] == 1
     f200k = check_data('fashion200k', make_fashion200k_fixture(tmp_path/'f'))
     assert f200k['splits']['test']['all']['queries'] == {'tirg': 1, 'released': 1}
@@ -75,15 +81,15 @@ def test_check_data_synthetic(tmp_path):
 def test_released_layout_equals_published(tmp_path):
     flat = read_fashioniq(make_fashioniq_fixture(tmp_path/'a'))
     released = read_fashioniq(make_fashioniq_fixture(tmp_path/'b', 'released'))
-    assert flat[0] == released[0]
-    assert [(e.name, e.protocol, e.gallery, e.queries) for e in flat[2]] == [(e.name, e.protocol, e.gallery, e.queries) for e in released[2]]
+    assert flat.train == released.train
+    assert [(e.name, e.protocol, e.gallery, e.queries) for e in flat.evals] == [(e.name, e.protocol, e.gallery, e.queries) for e in released.evals]
 
 def test_released_layout_without_image_splits(tmp_path):
     root = make_fashioniq_fixture(tmp_path/'b', 'released')
     shutil.rmtree(root/'image_splits')
-    _, _, evals, report = read_fashioniq(root, categories=['dress'])
-    assert [e.protocol for e in evals] == ['val']
-    assert 'image_splits' in report['val']['dress']['notes'][0]
+    data = read_fashioniq(root, categories=['dress'])
+    assert [e.protocol for e in data.evals] == ['val']
+    assert 'image_splits' in data.report['val']['dress']['notes'][0]
 
 def test_both_captions_empty_and_strict(tmp_path):
     root = make_fashioniq_fixture(tmp_path/'fiq')
@@ -91,8 +97,10 @@ def test_both_captions_empty_and_strict(tmp_path):
     records = json.loads(path.read_text())
     records[0]['captions'] = ['', ' ']
     path.write_text(json.dumps(records))
-    _, _, (val, original), report = read_fashioniq(root, categories=['dress'])
-    assert [q.text for q in val.queries] == ['is shorter'] and report['val']['dress']['empty_captions'] == 3
+    data = read_fashioniq(root, categories=['dress'])
+    val, original = data.evals
+    assert [q.text for q in val.queries] == ['is shorter'] and data.report['val']['dress']['empty_captions'] == 3
+    assert val.dropped['pairs_without_text'] == 1
     with pytest.raises(DataError, match='A9'): read_fashioniq(root, categories=['dress'], strict=True)
     path.write_text('{not json')
     with pytest.raises(DataError, match='cap.dress.val.json'): read_fashioniq(root, categories=['dress'])
@@ -103,12 +111,14 @@ def test_shoes_missing_list(tmp_path):
     with pytest.raises(DataError, match='eval_im_names.txt'): read_shoes(root)
 
 def test_corrupt_image_in_workers(fashioniq):
-    "A corrupt training image met by a worker process is skipped and reported in the batch, never a crash."
+    "A training image that breaks after the dataset was read, met by a worker process, is skipped and reported in the batch."
     data = load_dataset('fashioniq', fashioniq, image_size=32)
+    assert all('shirt_T1' not in (t.reference, t.target) for t in data.train)      # judged corrupt when read: dropped
+    truncate(fashioniq/'images'/'toptee_T2.jpg')                                    # broken since
     loader = torch.utils.data.DataLoader(data.train_dataset(), batch_size=2, num_workers=2, collate_fn=Collate())
     batches = list(loader)
-    assert sum(b['size'] for b in batches) == len(data.train) - 2          # both shirt samples need shirt_T1
-    assert sorted(i for b in batches for i in b['skipped']) == ['shirt_T1', 'shirt_T1']
+    assert sum(b['size'] for b in batches) == len(data.train) - 2          # both toptee samples need toptee_T2
+    assert sorted(i for b in batches for i in b['skipped']) == ['toptee_T2', 'toptee_T2']
     assert all(b['reference'].shape[1:] == (3, 32, 32) for b in batches if b['size'])
 
 def test_hf_tokenizer_truncation():

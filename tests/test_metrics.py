@@ -98,7 +98,7 @@ def test_faiss_equals_torch():
 
 def test_features_batched_inference_mode_and_mode_restored():
     torch.manual_seed(0)
-    model = CIRModel(ModelConfig.synthetic(vocab_size=30, text_dropout=0.5))
+    model = CIRModel(ModelConfig.laptop(vocab_size=30, text_dropout=0.5))
     images = torch.randn(9, 3, 32, 32)
     ids, mask = torch.randint(1, 30, (5, 4)), torch.ones(5, 4, dtype=torch.long)
     gallery = gallery_features(model, ({'images': images[i:i + 4], 'other': None} for i in range(0, 9, 4)))

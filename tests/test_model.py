@@ -58,7 +58,7 @@ def test_config_json_round_trip_and_identity():
 @pytest.mark.parametrize('compositor', ModelConfig.compositors)
 def test_checkpoint_round_trip(tmp_path, compositor):
     torch.manual_seed(0)
-    model = CIRModel(ModelConfig.synthetic(vocab_size=50, compositor=compositor))
+    model = CIRModel(ModelConfig.laptop(vocab_size=50, compositor=compositor))
     reference, ids, mask, target = batch()
     model(reference, ids, mask, target)                        # one train-mode pass moves the batch-norm statistics
     torch.save({'config': asdict(model.config), 'model': model.state_dict()}, tmp_path/'last.pt')
@@ -91,7 +91,7 @@ def test_stride1_map_and_head_norm():
 
 def test_bf16_autocast_backward_cpu():
     torch.manual_seed(0)
-    model = CIRModel(ModelConfig.synthetic(vocab_size=50)).to(memory_format=torch.channels_last)
+    model = CIRModel(ModelConfig.laptop(vocab_size=50)).to(memory_format=torch.channels_last)
     reference, ids, mask, target = batch()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         query, target_features = model(reference.contiguous(memory_format=torch.channels_last), ids, mask,
@@ -102,7 +102,7 @@ def test_bf16_autocast_backward_cpu():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 def test_text_dropout_only_in_training():
-    model = CIRModel(ModelConfig.synthetic(vocab_size=50, text_dropout=0.5))
+    model = CIRModel(ModelConfig.laptop(vocab_size=50, text_dropout=0.5))
     _, ids, mask, _ = batch()
     model.train()
     assert not torch.equal(model.encode_text(ids, mask), model.encode_text(ids, mask))
@@ -111,7 +111,7 @@ def test_text_dropout_only_in_training():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_cuda_bf16_channels_last():
-    model = CIRModel(ModelConfig.synthetic(vocab_size=50)).cuda().to(memory_format=torch.channels_last)
+    model = CIRModel(ModelConfig.laptop(vocab_size=50)).cuda().to(memory_format=torch.channels_last)
     reference, ids, mask, target = (x.cuda() for x in batch())
     with torch.autocast('cuda', dtype=torch.bfloat16):
         query, target_features = model(reference, ids, mask, target)

@@ -1,16 +1,22 @@
-"""Every notebook is a test: one pytest case per notebook, run with nbdev's own machinery (`nbdev.test.test_nb`).
+"""Every notebook is a test: one pytest case per notebook, run in a fresh Jupyter kernel (nbclient), started in the
+notebook's folder, as a reader's "Run All" in JupyterLab runs it (`nbs/_site/execute.py`; nothing is written back).
 
 Cells flagged with one of `tst_flags` in settings.ini (`gpu data slow`) are skipped unless asked for:
-`CIR_UNC_TEST_FLAGS="slow data" make test`. `gpu` is added automatically when CUDA is available.
+`CIR_UNC_TEST_FLAGS="slow data" make test`. `gpu` is added automatically when CUDA is available. Cells that call
+`nbdev_export()` are not run (the package is checked against the notebooks by tests/test_repo.py).
 """
-import os
-from pathlib import Path
+import importlib.util, os
 import pytest
-from nbdev.config import get_config
-from nbdev.test import test_nb as run_notebook
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
+
+def load_execute():
+    "nbs/_site/execute.py, the script that runs notebooks in a kernel, as a module."
+    spec = importlib.util.spec_from_file_location('site_execute', NBS/'_site'/'execute.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 def notebooks():
     "The notebooks nbdev tests: every `*.ipynb` under nbs/ not starting with `_` or `.`."
@@ -30,8 +36,14 @@ def test_notebooks_found():
     names = {p.name for p in notebooks()}
     assert 'index.ipynb' in names and len(names) >= 3, names
 
+def test_skipped_cells():
+    "What the kernel runs: flagged cells (unless asked for), `eval: false` and `nbdev_export()` cells are left out."
+    skip_reason, skip = load_execute().skip_reason, {'slow', 'data', 'gpu'}
+    assert skip_reason('#| slow\n#| gpu\ntrain()', skip) == 'flagged gpu slow'
+    assert skip_reason('#| slow\ntrain()', skip - {'slow'}) is None
+    assert skip_reason('#| hide\nimport nbdev; nbdev.nbdev_export()', skip) and skip_reason('#| eval: false\nx', skip)
+    assert skip_reason('#| export\ndef f(): pass', skip) is None and skip_reason('x = 1  # slow', skip) is None
+
 @pytest.mark.parametrize('nb', notebooks(), ids=lambda p: str(p.relative_to(NBS)))
 def test_notebook(nb):
-    skip = get_config(path=ROOT).tst_flags.split()
-    ok, seconds = run_notebook(nb, skip_flags=skip, force_flags=force_flags(), showerr=True, basepath=ROOT)
-    assert ok, f'{nb.name} failed (traceback above, in the captured stderr)'
+    load_execute().execute(nb, force_flags(), write=False)   # raises nbclient's CellExecutionError: the cell and its traceback

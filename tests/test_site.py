@@ -37,22 +37,25 @@ def site(tmp_path_factory):
     yield f'http://127.0.0.1:{server.server_port}', out
     server.shutdown()
 
-def dump_dom(url, tmp_path) -> str:
-    "The page's DOM after its scripts (MathJax) ran, fetched by headless chromium with all lookups but 127.0.0.1 blocked."
+def dump_dom(url, tmp_path, budget_ms=10000, extra=()) -> str:
+    """The page's DOM after its scripts (MathJax) ran, fetched by headless chromium with all lookups but 127.0.0.1 blocked.
+    `budget_ms`: the page's (virtual) time to run; `extra`: more chromium options (`--screenshot=…`)."""
     cmd = [browser(), '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
            '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-extensions',
            '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1', f'--user-data-dir={tmp_path/"profile"}',
-           '--virtual-time-budget=10000', '--dump-dom', url]
+           f'--virtual-time-budget={budget_ms}', *extra, '--dump-dom', url]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and '</html>' in res.stdout, f'chromium failed on {url}:\n{res.stderr[-3000:]}'
     return res.stdout
 
 class Page(HTMLParser):
-    "What the tests look at in a dumped DOM: title, h1, the article's images and links, math elements, readable text."
+    """What the tests look at in a dumped DOM: title, h1, the article's images, links and admonitions, the first words
+    of each blockquote, math elements, readable text."""
     SKIP = {'script', 'style', 'pre', 'code', 'mjx-container', 'textarea'}   # text that is not prose
     def __init__(self, dom):
         super().__init__()
         self.title, self.h1, self.images, self.links, self.mathjax, self.math, self.errors = '', [], [], [], 0, 0, 0
+        self.admonitions, self.quotes, self._quote = 0, [], False
         self.text, self.all_text, self._stack, self._article = [], [], [], 0
         self.feed(dom)
         self.text, self.all_text = ' '.join(self.text), ' '.join(self.all_text)
@@ -65,6 +68,8 @@ class Page(HTMLParser):
         if tag == 'mjx-container': self.mathjax += 1
         if tag == 'mjx-merror' or 'data-mjx-error' in attrs: self.errors += 1
         if 'math' in (attrs.get('class') or '').split(): self.math += 1
+        if self._article and tag == 'div' and 'admonition' in (attrs.get('class') or '').split(): self.admonitions += 1
+        if tag == 'blockquote': self._quote = True
     def _void(self, tag, attrs):
         if tag == 'img' and self._article: self.images.append(attrs.get('src', ''))
     def handle_endtag(self, tag):
@@ -72,6 +77,7 @@ class Page(HTMLParser):
             while self._stack.pop() != tag: pass
             if tag == 'article': self._article -= 1
     def handle_data(self, data):
+        if self._quote and data.strip(): self.quotes.append(data.strip()); self._quote = False
         if 'title' in self._stack: self.title += data
         if 'h1' in self._stack: self.h1.append(data)
         if 'mjx-container' not in self._stack and not {'script', 'style'} & set(self._stack): self.all_text.append(data)
@@ -81,7 +87,7 @@ def directives(code): return set(re.findall(r'^\s*#\|\s*([\w-]+)', code, re.M))
 def squash(text): return re.sub(r'\s+', '', text)
 
 def expectations(proc: Path):
-    "For each page: (title, number of images, has math, code of hidden cells) from the notebooks."
+    "For each page: (title, number of images, has math, number of callouts, code of hidden cells) from the notebooks."
     build, nbs = load_build(), ROOT/'nbs'
     for p in build.notebook_order(proc):
         nb = json.loads(p.read_text())
@@ -93,14 +99,17 @@ def expectations(proc: Path):
                      for c in nb['cells'] if c['cell_type'] == 'code' and shows_output(c) for o in c['outputs'])
         images += sum(len(re.findall(r'!\[[^\]]*\]\(|<img ', build.src(c))) for c in nb['cells'] if c['cell_type'] == 'markdown')
         math = any(re.search(r'\$[^$]+\$', build.src(c)) for c in nb['cells'] if c['cell_type'] == 'markdown')
+        found = []   # the callouts of the markdown cells
+        for c in nb['cells']:
+            if c['cell_type'] == 'markdown': build.callouts(build.src(c), lambda *callout: found.append(callout) or '')
         source = json.loads((nbs/p.relative_to(proc)).read_text())   # the notebook before processing: its hidden cells
         is_hidden = lambda c: c['cell_type'] == 'code' and HIDDEN & directives(build.src(c))
         hidden = [squash(build.directives(c)[1]) for c in source['cells'] if is_hidden(c)]
         shown = ' '.join(squash(build.src(c)) for c in source['cells'] if not is_hidden(c))
-        yield build.page_name(nb) or p.stem, title, images, math, [h for h in hidden if h and h not in shown]
+        yield build.page_name(nb) or p.stem, title, images, math, len(found), [h for h in hidden if h and h not in shown]
 
 def pages():
-    "(page, title, images, math, hidden) for every notebook, read from `_proc/` after the build."
+    "(page, title, images, math, callouts, hidden) for every notebook, read from `_proc/` after the build."
     return list(expectations(ROOT/'_proc'))
 
 @pytest.mark.browser
@@ -108,8 +117,10 @@ def test_pages(site, tmp_path):
     url, out = site
     found = pages()
     assert found and found[0][0] == 'index', 'the home page is index.ipynb'
+    nbs = [p for p in (ROOT/'nbs').rglob('*.ipynb') if not any(s.startswith(('_', '.')) for s in p.relative_to(ROOT/'nbs').parts)]
+    assert len(found) == len(nbs), f'{len(found)} pages for {len(nbs)} notebooks: {[p for p, *_ in found]}'
     problems = []
-    for page, title, images, math, hidden in found:
+    for page, title, images, math, callouts, hidden in found:
         dom = Page(dump_dom(f'{url}/{page}.html', tmp_path))
         check = lambda ok, what: ok or problems.append(f'{page}.html: {what}')
         check(title in dom.title and title in ' '.join(dom.h1), f'title {title!r} missing (<title> {dom.title!r}, h1 {dom.h1})')
@@ -118,6 +129,9 @@ def test_pages(site, tmp_path):
         check(not math or dom.mathjax > 0, 'no MathJax output (mjx-container): math did not render')
         check(dom.mathjax == dom.math, f'{dom.math} math elements but {dom.mathjax} rendered by MathJax')
         check(dom.errors == 0, f'{dom.errors} MathJax errors')
+        check(dom.admonitions == callouts, f'{dom.admonitions} admonitions, the notebook has {callouts} callouts')
+        left = [q for q in dom.quotes if re.match(r'(Note|Tip|Warning|Important|Caution)\b', q)]
+        check(not left, f'callouts left as blockquotes: {left[:3]}')
         raw = re.findall(r'\$[^$\s][^$]*\$|\\\(|\\\[', dom.text)
         check(not raw, f'raw TeX left in the text: {raw[:5]}')
         check(not re.search(r'#\||nbdev_export\(|default_exp', dom.all_text), 'nbdev directive or export call shown')
@@ -147,8 +161,8 @@ def test_stage_maps_quarto_options():
     stream = {'output_type': 'stream', 'name': 'stdout', 'text': 'printed\n'}
     nb = {'metadata': {}, 'cells': [
         {'cell_type': 'raw', 'metadata': {}, 'source': '---\ntitle: T\ndescription: D\noutput-file: t.html\n---'},
-        {'cell_type': 'markdown', 'metadata': {}, 'source': '::: {.callout-note}\n## Eq. 1\n$x$\n:::\n\n'
-         '::: {.callout-tip}\nours\n:::\n[a](01_x.ipynb#foo) [b](https://cir-unc.github.io/cir_unc/t.html#bar)'},
+        {'cell_type': 'markdown', 'metadata': {}, 'source': '> **Note: Eq. 1**\n>\n> $x$\n> - a\n\n> **Tip**\n> ours\n\n'
+         '> a quote\n\n[a](01_x.ipynb#foo) [b](https://cir-unc.github.io/cir_unc/t.html#bar)'},
         code('#| echo: false\n#| output: asis\nshow_doc(f)',
              [{'output_type': 'execute_result', 'data': {'text/markdown': '---\n\n### f_g\n\ndoc', 'text/plain': 'x'}}]),
         code('#| code-fold: true\nx = 1'), code('#| code-fold: show\n#| code-summary: "Exported source"\ny = 2'),
@@ -156,7 +170,7 @@ def test_stage_maps_quarto_options():
     cells = load_build().stage_notebook(nb, {'01_x': 'x'}, 'https://cir-unc.github.io/cir_unc')['cells']
     sources = [c['source'] for c in cells]
     assert sources[0] == '# T\n\n{.nb-description}\nD'
-    assert sources[1] == (':::{admonition} Eq. 1\n:class: note\n$x$\n:::\n\n:::{tip}\nours\n:::\n'
+    assert sources[1] == (':::{admonition} Eq. 1\n:class: note\n$x$\n- a\n:::\n\n:::{tip}\nours\n:::\n\n> a quote\n\n'
                           '[a](x.html#foo) [b](t.html#bar)')
     assert sources[2] == '<hr class="doc-rule">\n\n<div id="f_g"></div>\n\n### f_g\n\ndoc'   # Quarto's anchor kept
     assert sources[3] == '<details class="code-fold">\n<summary>Code</summary>\n\n```python\nx = 1\n```\n\n</details>'

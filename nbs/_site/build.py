@@ -8,8 +8,8 @@ Quarto cannot run here, so the site is made in three steps:
 1. nbdev's own processing (`nbdev.serve.proc_nbs`) writes processed notebooks to `_proc/`: hidden cells removed,
    `show_doc` cells added and run, Quarto options such as `echo: false` left as `#|` comments.
 2. `stage` maps what Quarto would have done onto what myst-nb understands (the glue below): front matter → title,
-   `echo: false` → hidden input, `output: asis` → markdown, `code-fold` → `<details>`, `::: {.callout-*}` →
-   admonitions, links to notebooks and to the published site → the pages of this site.
+   `echo: false` → hidden input, `output: asis` → markdown, `code-fold` → `<details>`, callouts (a blockquote
+   opening with `**Note: Title**`) → admonitions, links to notebooks and to the published site → the pages of this site.
 3. Sphinx + myst-nb + sphinx-book-theme render the staged notebooks with their saved outputs (nothing is re-run),
    with a local MathJax (`conf.py` next to this file).
 """
@@ -36,15 +36,28 @@ def directives(cell):
         lines.pop(0)
     return found, ''.join(lines).strip('\n')
 
+_KINDS = '|'.join(k.title() for k in CALLOUT_KINDS)
+CALLOUT_RE = re.compile(rf"\*\*(?P<kind>{_KINDS})(?::\s*(?P<title>(?:(?!\*\*).)+))?\*\*\s*")   # `**Kind: Title**`
+QUOTE_RE = re.compile(r' {0,3}> ?')
+
 def callouts(md: str, fmt) -> str:
-    "Replace each `::: {.callout-KIND}` … `:::` block by `fmt(kind, title, body)`; a leading `## …` line is the title."
-    def repl(m):
-        body = m['body'].strip('\n')
-        title = re.search(r'title="([^"]*)"', m['attrs'])
-        if not title and (h := re.match(r'#+ +(.*)\n?', body)): title, body = h, body[h.end():].strip('\n')
-        return fmt(m['kind'], title[1] if title else '', body)
-    return re.sub(r'^::: *\{\.callout-(?P<kind>\w+)(?P<attrs>[^}]*)\}[ \t]*\n(?P<body>.*?)^:::[ \t]*$', repl, md,
-                  flags=re.M | re.S)
+    """Replace each callout by `fmt(kind, title, body)`. A callout is a blockquote whose first line is `**Kind: Title**`
+    or `**Kind**` (Kind: Note, Tip, Warning, Important, Caution), which JupyterLab shows as a box with a bold title.
+    Other blockquotes, and code blocks, are left as they are."""
+    lines, out, i, fenced = md.split('\n'), [], 0, None
+    while i < len(lines):
+        if (m := re.match(r' {0,3}(`{3,}|~{3,})', lines[i])) and (fenced is None or m[1].startswith(fenced)):
+            fenced = m[1] if fenced is None else None   # a fenced code block opens or closes
+        if fenced is not None or not QUOTE_RE.match(lines[i]):
+            out.append(lines[i]); i += 1; continue
+        j = i
+        while j < len(lines) and QUOTE_RE.match(lines[j]): j += 1
+        quote = [QUOTE_RE.sub('', l, count=1) for l in lines[i:j]]
+        if m := CALLOUT_RE.fullmatch(quote[0].strip()):
+            out.append(fmt(m['kind'].lower(), m['title'] or '', '\n'.join(quote[1:]).strip('\n')))
+        else: out += lines[i:j]
+        i = j
+    return '\n'.join(out)
 
 def fence(code: str, lang='') -> str:
     "`code` in a fenced block whose fence is longer than any backtick run inside it."
@@ -63,7 +76,7 @@ def readme_text(nb_path=ROOT/'index.ipynb') -> str:
     "README.md from `nb_path`: hidden cells and directives dropped, callouts as GitHub alerts, outputs kept as text."
     nbs = ROOT/settings()['nbs_path']
     def alert(kind, title, body):
-        lines = [f'[!{kind.upper() if kind in CALLOUT_KINDS else "NOTE"}]'] + ([f'**{title}**', ''] if title else [])
+        lines = [f'[!{kind.upper()}]'] + ([f'**{title}**', ''] if title else [])
         return '\n'.join(('> ' + l).rstrip() for l in lines + body.splitlines())
     def link(m):  # links to notebooks are relative to nbs/, the README sits at the root
         return f'](nbs/{m[1]})' if (nbs/m[1].split('#')[0]).exists() and not (ROOT/m[1]).exists() else m[0]
@@ -107,11 +120,11 @@ def frontmatter_cell(cell):
 def md_cell(text): return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
 
 def stage_markdown(md: str, names: dict, site_url: str) -> str:
-    "Quarto-flavoured markdown → MyST: callouts, link attributes, links to notebooks and to the published site."
+    "Notebook markdown → MyST: callouts, link attributes, links to notebooks and to the published site."
     def admonition(kind, title, body):
-        kind = kind if kind in CALLOUT_KINDS else 'note'
-        head = f':::{{admonition}} {title}\n:class: {kind}' if title else f':::{{{kind}}}'
-        return f'{head}\n{body}\n:::'
+        colons = ':' * max(3, 1 + max((len(c) for c in re.findall(r'^:{3,}', body, re.M)), default=0))
+        head = f'{colons}{{admonition}} {title}\n:class: {kind}' if title else f'{colons}{{{kind}}}'
+        return f'{head}\n{body}\n{colons}'
     md = callouts(md, admonition)
     md = re.sub(r'(\]\([^)]*\))\{[^}]*float: *right[^}]*\}', r'\1{.source-link}', md)   # show_doc's [source] link
     md = md.replace(f'({site_url}/', '(')

@@ -5,8 +5,10 @@
     python nbs/_site/execute.py --flags "slow" nbs/05_train.ipynb             # also run cells flagged `#| slow`
 
 Cells flagged with one of settings.ini's `tst_flags` (`gpu data slow`) are skipped unless named in --flags, exactly as
-`make test` skips them; a skipped cell keeps the outputs it has (a GPU table stays as it was saved). The kernel starts
-in the notebook's folder, as JupyterLab starts it.
+`make test` skips them; a skipped cell keeps the outputs it has (a GPU table stays as it was saved). As nbdev's own
+test runner does, cells marked `#| eval: false` and cells that call `nbdev_export()` are skipped too: running a notebook
+never rewrites cir_unc/. The kernel starts in the notebook's folder, as JupyterLab starts it. `make test` runs every
+notebook this way (tests/test_notebooks.py).
 """
 import argparse, configparser, copy, re, sys, time
 from pathlib import Path
@@ -28,6 +30,12 @@ def cell_flags(source: str) -> set:
         found.add(m[1])
     return found
 
+def skip_reason(source: str, skip: set):
+    "Why a code cell is not run (a text), or None: flagged with one of `skip`, `#| eval: false`, or calls nbdev_export."
+    if flags := cell_flags(source) & skip: return 'flagged ' + ' '.join(sorted(flags))
+    if re.search(r'^\s*#\|\s*eval\s*:\s*false\s*$', source, re.M | re.I): return 'eval: false'
+    if 'nbdev_export(' in source: return 'nbdev_export() is not run here'
+
 def execute(path, run_flags=(), write: bool = True, timeout: int = 600, kernel: str = 'python3') -> float:
     "Run `path` in a fresh kernel; skipped cells keep their outputs. Returns the seconds taken; raises on a cell error."
     path = Path(path)
@@ -36,8 +44,8 @@ def execute(path, run_flags=(), write: bool = True, timeout: int = 600, kernel: 
     run = copy.deepcopy(nb)
     skipped = []
     for i, cell in enumerate(run.cells):
-        if cell.cell_type == 'code' and cell_flags(cell.source) & skip:
-            cell.source = 'pass  # skipped: flagged ' + ' '.join(sorted(cell_flags(cell.source) & skip)); skipped.append(i)
+        if cell.cell_type == 'code' and (why := skip_reason(cell.source, skip)):
+            cell.source = f'pass  # skipped: {why}'; skipped.append(i)
     start = time.perf_counter()
     NotebookClient(run, timeout=timeout, kernel_name=kernel, resources={'metadata': {'path': str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
