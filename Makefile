@@ -7,7 +7,7 @@ PIP ?= $(PYTHON) -m pip
 install:  ## install the package and every tool the tests and docs need (editable)
 	$(PIP) install --quiet -e ".[dev]"
 
-test: install  ## run every notebook as a test, plus tests/ (extra notebook flags: CIR_UNC_TEST_FLAGS="slow data")
+test: install  ## run every notebook in a Jupyter kernel, plus tests/ (site and JupyterLab in headless chromium); more flags: CIR_UNC_TEST_FLAGS="slow data"
 	$(PYTHON) -m pytest
 
 demo: install  ## train the InfoNCE baseline and the uncertainty model on the synthetic data (CPU, ~4 min) and compare them

@@ -7,7 +7,7 @@ __all__ = ['GRANULARITIES', 'CATEGORIES', 'ATTRIBUTES', 'HUE_RGB', 'SPLITS', 'IM
            'ImageStore', 'ArrayImages', 'CorruptImage', 'EvalSet', 'make_query', 'clauses', 'consistent', 'caption',
            'render_garment', 'SyntheticConfig', 'SyntheticSplit', 'make_synthetic', 'synthetic_evals',
            'default_data_root', 'image_transform', 'WordTokenizer', 'tokenize', 'synthetic_tokenizer', 'TripletDataset',
-           'ImageDataset', 'Collate', 'QueryDataset']
+           'ImageDataset', 'Collate', 'QueryDataset', 'CirData', 'synthetic_data']
 
 # %% ../nbs/00_data.ipynb #a20aca49
 import hashlib, json, os, re, shutil
@@ -317,7 +317,7 @@ def synthetic_evals(split: SyntheticSplit, name: str, protocols: Sequence[str] =
         out += [EvalSet('synthetic', name, category, p, gallery, queries[p], store).check() for p in protocols]
     return out
 
-# %% ../nbs/00_data.ipynb #453c276a
+# %% ../nbs/00_data.ipynb #4c3d9670
 def default_data_root() -> Path:
     "`$CIR_UNC_DATA`; else `data/` of the repository around the working directory (the folder holding settings.ini); else `./data`."
     if 'CIR_UNC_DATA' in os.environ: return Path(os.environ['CIR_UNC_DATA'])
@@ -439,7 +439,7 @@ class Collate:
             batch.update(tokenize(self.tokenizer, batch['text']))
         return batch
 
-# %% ../nbs/00_data.ipynb #fc64abed
+# %% ../nbs/00_data.ipynb #7326970c
 class QueryDataset(Dataset):
     "The queries of an `EvalSet` as tensors: `reference` (3, H, W), `text`, `index`."
     def __init__(self, queries: Sequence[Query], images: ImageStore, transform: Callable):
@@ -450,3 +450,48 @@ class QueryDataset(Dataset):
         try: image = self.images.open(q.reference)
         except CorruptImage as e: return {'skipped': e.image_id}
         return {'reference': self.transform(image), 'text': q.text, 'reference_id': q.reference, 'index': i}
+
+# %% ../nbs/00_data.ipynb #7d7020cf
+@dataclass
+class CirData:
+    "What a training run needs from a dataset."
+    dataset: str
+    train: list                    # training `Triplet`s (a dataset that draws its pairs: those of epoch 0, seed 0)
+    images: ImageStore             # the usable images
+    evals: list                    # `EvalSet`s, one per (split, category, protocol)
+    image_size: int = 224          # side of the transformed images
+    tokenizer: object = None       # the dataset's own tokenizer (synthetic), else None: use the text model's
+    report: dict = field(default_factory=dict)   # split → category → counts (see `cir_unc_check_data`)
+    resample: Callable | None = field(default=None, repr=False)   # (epoch, seed) → that epoch's triplets; None: `train`
+
+    def epoch_triplets(self, epoch: int = 0, seed: int = 0) -> list:
+        "The training triplets of `epoch`: drawn anew from (seed, epoch) where the dataset draws its pairs, else `train`."
+        return self.train if self.resample is None else self.resample(epoch, seed)
+    def train_dataset(self, min_scale: float | None = None, epoch: int = 0, seed: int = 0) -> TripletDataset:
+        "The triplets of `epoch` with the train transforms (random resized crop + flip)."
+        min_scale = min_scale if min_scale is not None else (0.6 if self.dataset == 'synthetic' else 0.08)
+        return TripletDataset(self.epoch_triplets(epoch, seed), self.images, image_transform(self.image_size, True, min_scale))
+    def eval_transform(self) -> Callable: return image_transform(self.image_size)
+    def __repr__(self):
+        return f'CirData({self.dataset}: {len(self.train)} train triplets, evals {[f"{e.name}[{e.protocol}]" for e in self.evals]})'
+
+def _counts() -> dict:
+    "The counts a report keeps per split and category."
+    return {'pairs': 0, 'usable_pairs': 0, 'missing_images': set(), 'corrupt_images': set(), 'empty_captions': 0,
+            'reference_is_target': 0, 'queries': {}, 'gallery': {}}
+
+def synthetic_data(config: SyntheticConfig = SyntheticConfig(),
+                   cache=None,                 # the cache folder (default `data/synthetic`)
+                   image_size: int | None = None, train: bool = True, protocols: Sequence[str] = ('multi', 'single')) -> CirData:
+    "The synthetic dataset as a `CirData`: its train split, the `EvalSet`s of its val and test splits, its tokenizer."
+    splits = make_synthetic(config, cache=Path(cache) if cache is not None else default_data_root()/'synthetic')
+    evals = [e for s in ('val', 'test') for e in synthetic_evals(splits[s], s, protocols)]
+    report = {s: {c: _counts() for c in CATEGORIES} for s in SPLITS}
+    for s, d in splits.items():
+        for t in d.triplets:
+            c = report[s][t.category]; c['pairs'] += 1; c['usable_pairs'] += 1     # every synthetic image is usable
+    for e in evals:
+        c = report[e.split][e.category]; c['queries'][e.protocol], c['gallery'][e.protocol] = len(e.queries), len(e.gallery)
+    tr = splits['train']
+    return CirData('synthetic', tr.triplets if train else [], ArrayImages(tr.ids, tr.images), evals,
+                   image_size or config.image_size, synthetic_tokenizer(), report)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FASHIONIQ_LAYOUT', 'SHOES_LAYOUT', 'FASHION200K_LAYOUT', 'DATASETS', 'to_rgb', 'open_image', 'FileImages',
-           'image_verdict', 'verdict_cache', 'check_images', 'CirData', 'DataError', 'read_fashioniq', 'read_shoes',
+           'image_verdict', 'verdict_cache', 'check_images', 'DataError', 'read_fashioniq', 'read_shoes',
            'replace_text', 'one_word_neighbours', 'one_word_pairs', 'read_fashion200k', 'load_dataset', 'check_data',
            'format_report', 'check_data_cli']
 
@@ -18,9 +18,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import PIL
 from PIL import Image, ImageOps
-from .data import (CorruptImage, ImageStore, ArrayImages, Triplet, EvalSet, make_query, _check_protocols, image_transform,
-                          TripletDataset, CATEGORIES, SPLITS, SyntheticConfig, make_synthetic, synthetic_evals,
-                          synthetic_tokenizer, default_data_root)
+from .data import (CorruptImage, ImageStore, Triplet, EvalSet, CirData, make_query, _check_protocols, _counts,
+                          CATEGORIES, SyntheticConfig, synthetic_data, default_data_root)
 
 # %% ../nbs/10_datasets.ipynb #a7806b60
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -55,7 +54,7 @@ class FileImages(ImageStore):
     def __len__(self): return len(self.paths)
     def open(self, image_id): return open_image(self.paths[image_id], image_id)
 
-# %% ../nbs/10_datasets.ipynb #4b22b995
+# %% ../nbs/10_datasets.ipynb #fafd840b
 def image_verdict(path) -> str:
     "'ok' when the file opens and fully decodes to RGB (`open_image`), else 'missing' or 'corrupt'."
     try: open_image(path); return 'ok'
@@ -88,7 +87,7 @@ def _write_verdicts(path: Path, files: dict):
         os.replace(partial, path)
     except OSError: partial.unlink(missing_ok=True)                 # no cache this time: the verdicts still hold
 
-# %% ../nbs/10_datasets.ipynb #c71f4619
+# %% ../nbs/10_datasets.ipynb #51e65bcc
 def check_images(paths: dict,             # image id → file path
                  root,                    # the data root: verdicts on files below it are cached (`verdict_cache`)
                  decode: bool = True,     # False: presence only, every existing file counts as usable
@@ -117,38 +116,11 @@ def check_images(paths: dict,             # image id → file path
         _write_verdicts(cache_file, found)
     return verdicts
 
-# %% ../nbs/10_datasets.ipynb #c859aebb
-@dataclass
-class CirData:
-    "What a training run needs from a dataset."
-    dataset: str
-    train: list                    # training `Triplet`s (Fashion200k: those of epoch 0, seed 0)
-    images: ImageStore             # the usable images
-    evals: list                    # `EvalSet`s, one per (split, category, protocol)
-    image_size: int = 224          # side of the transformed images
-    tokenizer: object = None       # the dataset's own tokenizer (synthetic), else None: use the text model's
-    report: dict = field(default_factory=dict)   # split → category → counts (see `cir_unc_check_data`)
-    resample: Callable | None = field(default=None, repr=False)   # (epoch, seed) → that epoch's triplets; None: `train`
-
-    def epoch_triplets(self, epoch: int = 0, seed: int = 0) -> list:
-        "The training triplets of `epoch`: drawn anew from (seed, epoch) where the dataset draws its pairs, else `train`."
-        return self.train if self.resample is None else self.resample(epoch, seed)
-    def train_dataset(self, min_scale: float | None = None, epoch: int = 0, seed: int = 0) -> TripletDataset:
-        "The triplets of `epoch` with the train transforms (random resized crop + flip)."
-        min_scale = min_scale if min_scale is not None else (0.6 if self.dataset == 'synthetic' else 0.08)
-        return TripletDataset(self.epoch_triplets(epoch, seed), self.images, image_transform(self.image_size, True, min_scale))
-    def eval_transform(self) -> Callable: return image_transform(self.image_size)
-    def __repr__(self):
-        return f'CirData({self.dataset}: {len(self.train)} train triplets, evals {[f"{e.name}[{e.protocol}]" for e in self.evals]})'
-
+# %% ../nbs/10_datasets.ipynb #e6bc72a9
 class DataError(Exception):
     "A dataset cannot be read: the message names the file and the fix."
 
-# %% ../nbs/10_datasets.ipynb #8133d442
-def _counts() -> dict:
-    return {'pairs': 0, 'usable_pairs': 0, 'missing_images': set(), 'corrupt_images': set(), 'empty_captions': 0,
-            'reference_is_target': 0, 'queries': {}, 'gallery': {}}
-
+# %% ../nbs/10_datasets.ipynb #484d0f10
 def _require(path: Path, what: str, layout: str) -> Path:
     "`path` if it exists, else a `DataError` naming it and the layout expected."
     if not path.exists():
@@ -447,7 +419,7 @@ def _fashion200k_evals(d: dict, pairs: list, verdicts: dict, protocols, counts: 
         evals.append(EvalSet('fashion200k', 'test', 'all', protocol, gallery, queries, None, dropped).check())
     return evals
 
-# %% ../nbs/10_datasets.ipynb #a9cd2f69
+# %% ../nbs/10_datasets.ipynb #71081743
 DATASETS = ('synthetic', 'fashioniq', 'shoes', 'fashion200k')
 
 def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoes', 'fashion200k'
@@ -465,7 +437,7 @@ def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoe
     "Read a dataset by preset name: training triplets, evaluation sets, tokenizer and report."
     if preset not in DATASETS: raise ValueError(f'preset must be one of {DATASETS}, got {preset!r}')
     kw = {} if protocols is None else {'protocols': protocols}
-    if preset == 'synthetic': return _load_synthetic(synthetic, data_root, image_size, train, kw)
+    if preset == 'synthetic': return synthetic_data(synthetic, data_root, image_size, train, **kw)
     if data_root is None: raise DataError(f'{preset}: pass data_root (--data-root), the folder holding the dataset (see data/README.md)')
     kw.update(strict=strict, train=train, decode=decode, workers=workers, progress=progress)
     if preset == 'fashioniq': data = read_fashioniq(data_root, categories or CATEGORIES, **kw)
@@ -474,21 +446,7 @@ def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoe
     data.image_size = image_size or 224
     return data
 
-def _load_synthetic(config: SyntheticConfig, cache, image_size, train: bool, kw: dict) -> CirData:
-    splits = make_synthetic(config, cache=Path(cache) if cache is not None else default_data_root()/'synthetic')
-    evals = [e for s in ('val', 'test') for e in synthetic_evals(splits[s], s, **kw)]
-    report = {s: {c: _counts() for c in CATEGORIES} for s in SPLITS}
-    for s, d in splits.items():
-        for t in d.triplets:
-            c = report[s][t.category]; c['pairs'] += 1; c['usable_pairs'] += 1
-    for e in evals:
-        c = report[e.split][e.category]
-        c['queries'][e.protocol], c['gallery'][e.protocol] = len(e.queries), len(e.gallery)
-    tr = splits['train']
-    return CirData('synthetic', tr.triplets if train else [], ArrayImages(tr.ids, tr.images), evals,
-                   image_size or config.image_size, synthetic_tokenizer(), report)
-
-# %% ../nbs/10_datasets.ipynb #b85a8594
+# %% ../nbs/10_datasets.ipynb #f457224a
 def check_data(preset: str, data_root=None, protocols=None, workers: int | None = None, decode: bool = True,
                synthetic: SyntheticConfig = SyntheticConfig(), progress: bool = True, categories=None) -> dict:
     "The report of `cir_unc_check_data`: `{'dataset', 'usable', 'decoded', 'splits': {split: {category: counts}}, 'sets'}`."
