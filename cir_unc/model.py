@@ -21,12 +21,12 @@ from torch import nn, Tensor
 class ModelConfig:
     "What to build: encoders, compositor, head. `identity()` tells two architectures apart."
     # image encoder
-    image_encoder: str = 'small_cnn'         # 'small_cnn' (laptop) or 'resnet50' (the paper)
+    image_encoder: str = 'small_cnn'         # 'small_cnn' (laptop), 'resnet50' (the paper) or 'clip' (CLIP's ViT, cir_unc.clip)
     image_weights: str | None = None         # torchvision weights name for resnet50, e.g. 'IMAGENET1K_V1'; None: random init
     layer4_stride1: bool = False             # resnet50: stride 1 in layer4, a 14×14 map at 224 px (FashionIQ, Shoes)
     cnn_widths: tuple = (32, 64, 128)        # small_cnn: channels of its stride-2 stages; 64 px → 8×8 map
     # text encoder
-    text_encoder: str = 'small'              # 'small' (from scratch) or a Hugging Face name or local folder
+    text_encoder: str = 'small'              # 'small' (from scratch), 'clip' (CLIP's text tower), or a Hugging Face name or local folder
     text_config: dict | None = None          # a Hugging Face config as a dict: build that encoder randomly initialised
     text_pooling: str = 'mean'               # 'first' token (the paper, RoBERTa's <s>) or masked 'mean' (small encoder)
     vocab_size: int = 1000                   # small encoder: word vocabulary size
@@ -38,16 +38,19 @@ class ModelConfig:
     max_tokens: int = 64                     # small encoder: longest caption (learned positions)
     text_dim: int = 128                      # T: text feature after BatchNorm → Linear (512 in the paper)
     text_dropout: float = 0.                 # dropout after the text projection (paper Table 3: 0.2, 0.5)
+    # CLIP (image_encoder and/or text_encoder 'clip'; see cir_unc.clip)
+    clip_model: str | None = None            # a Hugging Face CLIPModel name or local folder
+    clip_config: dict | None = None          # a CLIPConfig as a dict: build the CLIP towers randomly initialised
     # compositor and head
-    compositor: str = 'content_style'        # 'content_style' (the paper) or 'gated' (TIRG-like, light)
+    compositor: str = 'content_style'        # 'content_style' (the paper), 'gated' (TIRG-like, light) or 'combiner' (CLIP4Cir-like)
     heads: int = 4                           # attention heads of the content modulator (8 in the paper)
     compositor_dim: int | None = None        # width of the content modulator's attention; None: the map's channels C
     embed_dim: int = 128                     # D: dimension of f_s and f_t (512 in the paper)
     norm_scale: float = 4.                   # ‖f_s‖ = ‖f_t‖ = norm_scale: logits are norm_scale² · cos
     local_files_only: bool = False           # never download weights (raise instead)
 
-    image_encoders = ('small_cnn', 'resnet50')
-    compositors = ('content_style', 'gated')
+    image_encoders = ('small_cnn', 'resnet50', 'clip')
+    compositors = ('content_style', 'gated', 'combiner')
     poolings = ('first', 'mean')
     loading_fields = ('image_weights', 'local_files_only')  # how weights are obtained, not what is built
 
@@ -57,6 +60,11 @@ class ModelConfig:
                               ('text_pooling', self.poolings)]:
             if getattr(self, name) not in allowed:
                 raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
+        if 'clip' in (self.image_encoder, self.text_encoder) and self.clip_model is None and self.clip_config is None:
+            raise ValueError("a 'clip' encoder needs clip_model (a CLIP name or folder) or clip_config")
+        if self.image_encoder == 'clip' and self.compositor == 'content_style':
+            raise ValueError("compositor='content_style' needs an image feature map, and transformers' CLIP image encoders "
+                             "are ViTs that give one vector per image: use compositor='combiner' (or 'gated')")
 
     @classmethod
     def laptop(cls, vocab_size: int, pad_id: int = 0, **overrides):
@@ -68,6 +76,12 @@ class ModelConfig:
         "The released code: ResNet-50 (ImageNet) + roberta-base, content + style compositor with 8 heads, D = 512."
         return cls(**{**dict(image_encoder='resnet50', image_weights='IMAGENET1K_V1', layer4_stride1=layer4_stride1,
                              text_encoder='roberta-base', text_pooling='first', text_dim=512, heads=8,
+                             embed_dim=512, norm_scale=4.), **overrides})
+
+    @classmethod
+    def clip(cls, name_or_path: str | None, **overrides):
+        "CLIP4Cir + ours: CLIP's image and text towers (a Hugging Face CLIPModel name or folder), the combiner, D = 512."
+        return cls(**{**dict(image_encoder='clip', text_encoder='clip', clip_model=name_or_path, compositor='combiner',
                              embed_dim=512, norm_scale=4.), **overrides})
 
     def identity(self) -> dict:
@@ -135,6 +149,9 @@ def build_image_encoder(config: ModelConfig) -> nn.Module:
     "The image encoder `config` asks for; it has `out_channels`."
     if config.image_encoder == 'resnet50':
         return resnet50_backbone(config.image_weights, config.layer4_stride1, config.local_files_only)
+    if config.image_encoder == 'clip':
+        from cir_unc.clip import CLIPImageEncoder          # imported here: cir_unc.clip imports this module
+        return CLIPImageEncoder.from_config(config)
     return SmallCNN(config.cnn_widths)
 
 # %% ../nbs/03_model.ipynb #f11d24e3
@@ -294,10 +311,16 @@ class CIRModel(nn.Module):
         super().__init__()
         self.config = config
         self.image_encoder = build_image_encoder(config)
-        self.text_encoder = TextEncoder(config)
-        C = self.image_encoder.out_channels
-        self.compositor = (ContentStyleCompositor(C, config.text_dim, config.heads, config.compositor_dim)
-                           if config.compositor == 'content_style' else GatedResidualCompositor(C, config.text_dim))
+        if config.text_encoder == 'clip':
+            from cir_unc.clip import CLIPTextEncoder
+            self.text_encoder = CLIPTextEncoder.from_config(config)
+        else: self.text_encoder = TextEncoder(config)
+        C, T = self.image_encoder.out_channels, getattr(self.text_encoder, 'out_dim', config.text_dim)
+        if config.compositor == 'combiner':
+            from cir_unc.clip import Combiner
+            self.compositor = Combiner(C, T, config.compositor_dim)
+        else: self.compositor = (ContentStyleCompositor(C, T, config.heads, config.compositor_dim)
+                                 if config.compositor == 'content_style' else GatedResidualCompositor(C, T))
         self.head = SharedHead(C, config.embed_dim, config.norm_scale)
 
     def encode_target(self, images: Tensor) -> Tensor:  # (B, 3, H, W) → (B, D) f_t, norm `norm_scale`
@@ -319,11 +342,14 @@ class CIRModel(nn.Module):
         return self.compose(reference, input_ids, attention_mask), self.encode_target(target)
 
     def param_groups(self, lr: float, text_lr_scale: float = 0.01) -> list[dict]:
-        "Optimizer groups: the text backbone at `lr × text_lr_scale` (0.01 in the released code), everything else at `lr`."
+        "Optimizer groups: the text backbone (and a CLIP image tower) at `lr × text_lr_scale` (0.01 in the released code), the rest at `lr`."
         text = [p for p in self.text_encoder.backbone.parameters() if p.requires_grad]
-        ids = {id(p) for p in text}
+        image = ([p for p in self.image_encoder.parameters() if p.requires_grad]
+                 if getattr(self.image_encoder, 'pretrained_with_text', False) else [])
+        ids = {id(p) for p in text + image}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [dict(params=rest, lr=lr, name='model'), dict(params=text, lr=lr * text_lr_scale, name='text_backbone')]
+        return ([dict(params=rest, lr=lr, name='model'), dict(params=text, lr=lr * text_lr_scale, name='text_backbone')]
+                + ([dict(params=image, lr=lr * text_lr_scale, name='image_backbone')] if image else []))
 
 # %% ../nbs/03_model.ipynb #05a32cc1
 def composition_maps(model: CIRModel, reference_images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict:

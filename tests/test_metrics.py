@@ -1,9 +1,9 @@
-"Search and Recall@K against brute force, edge cases, FAISS parity, feature computation, bad input."
+"Search and Recall@K against brute force, edge cases, FAISS parity, feature computation, alignment, bad input."
 import math
 import pytest
 import torch
 from cir_unc.metrics import (topk_search, dense_topk, recall_at_k, pad_index_sets, first_hit_rank, MISS,
-                             gallery_features, query_features, evaluate, RecallResult)
+                             gallery_features, query_features, evaluate_sets, RecallResult)
 from cir_unc.model import CIRModel, ModelConfig
 
 def random_sets(Q, N, most, generator):
@@ -73,6 +73,9 @@ def test_groups_and_flat_dict():
     (lambda q, g: topk_search(q, g, 1, exclude=[[0]]), 'exclude has 1 rows'),
     (lambda q, g: recall_at_k(q, g, [[0]], 'p'), 'hits has 1 rows'),
     (lambda q, g: recall_at_k(q, g, [[0], [1]], 'p', groups=['a']), 'group labels'),
+    (lambda q, g: recall_at_k(q, g, [[0], [5]], 'set/p'), 'set/p: hit sets point at gallery index 5, but there are 5'),
+    (lambda q, g: recall_at_k(q, g, [[0], [1]], 'set/p', exclude=[[7], []]), 'set/p: exclusions point at gallery index 7'),
+    (lambda q, g: recall_at_k(q, g, [[0], [-2]], 'set/p'), 'negative index'),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message): call(torch.randn(2, 4), torch.randn(5, 4))
@@ -108,9 +111,7 @@ def test_features_batched_inference_mode_and_mode_restored():
     with torch.no_grad():
         torch.testing.assert_close(gallery, model.encode_target(images), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(queries, model.compose(images[:5], ids, mask), rtol=1e-4, atol=1e-5)
-    result = evaluate(model, [{'images': images}], [{'reference': images[:5], 'input_ids': ids, 'attention_mask': mask}],
-                      hits=[[i] for i in range(5)], protocol='self', ks=(1,))
-    assert isinstance(result, RecallResult) and not model.training
+    assert not model.training
     with pytest.raises(ValueError, match='no batches'): gallery_features(model, [])
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
@@ -121,3 +122,31 @@ def test_cuda_matches_cpu():
     cpu = topk_search(query, gallery, 20, exclude)[1]
     gpu = topk_search(query.cuda(), gallery.cuda(), 20, exclude, chunk_size=17)[1]
     assert gpu.device.type == 'cuda' and torch.equal(gpu.cpu(), cpu)
+
+class Broken:
+    "The images of an evaluation set, one of which cannot be decoded."
+    def __init__(self, images, bad): self.images, self.bad = images, bad
+    def __contains__(self, image_id): return image_id in self.images
+    def open(self, image_id):
+        from cir_unc.data import CorruptImage
+        if image_id == self.bad: raise CorruptImage(image_id, f'{image_id}.jpg', 'image file is truncated')
+        return self.images.open(image_id)
+
+@pytest.mark.parametrize('where', ['gallery start', 'gallery end', 'query reference'])
+def test_evaluation_refuses_misaligned_features(where):
+    "An image that cannot be decoded never shifts the rows: the evaluation stops and names the set."
+    import dataclasses
+    from cir_unc.data import SyntheticConfig, make_synthetic, synthetic_evals, synthetic_tokenizer, image_transform
+    split = make_synthetic(SyntheticConfig(train_images=6, val_images=60, test_images=6, train_triplets=2, val_triplets=20,
+                                           test_triplets=2))['val']
+    ev = synthetic_evals(split, 'val', protocols=('single',))[0]
+    tokenizer = synthetic_tokenizer()
+    torch.manual_seed(0)
+    model = CIRModel(ModelConfig.laptop(tokenizer.vocab_size, cnn_widths=(8, 16, 32), text_width=32))
+    args = dict(transform=image_transform(32), tokenizer=tokenizer, device=torch.device('cpu'), batch_size=8)
+    good = evaluate_sets(model, [ev], **args)[f'val/{ev.category}/single']
+    assert good.gallery == len(ev.gallery) and good.queries == len(ev.queries)
+    bad = {'gallery start': ev.gallery[0], 'gallery end': ev.gallery[-1], 'query reference': ev.queries[0].reference}[where]
+    broken = dataclasses.replace(ev, images=Broken(ev.images, bad))
+    with pytest.raises(ValueError, match=f'synthetic/val/{ev.category}/single: .*could not be decoded'):
+        evaluate_sets(model, [broken], **args)

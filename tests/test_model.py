@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 from dataclasses import asdict
-from cir_unc.model import CIRModel, ModelConfig, resnet50_backbone, HFTextEncoder
+from cir_unc.model import CIRModel, ModelConfig, ContentStyleCompositor, resnet50_backbone, HFTextEncoder
 from cir_unc.losses import info_nce
 
 TINY_ROBERTA = dict(model_type='roberta', vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -69,6 +69,25 @@ def test_checkpoint_round_trip(tmp_path, compositor):
     with torch.no_grad():
         torch.testing.assert_close(other.compose(reference, ids, mask), model.compose(reference, ids, mask))
         torch.testing.assert_close(other.encode_target(target), model.encode_target(target))
+
+def test_paper_preset_is_the_released_model():
+    "The settings the reference page states for the released code's model."
+    c = ModelConfig.paper()
+    assert (c.image_encoder, c.image_weights, c.layer4_stride1) == ('resnet50', 'IMAGENET1K_V1', True)
+    assert (c.text_encoder, c.text_pooling, c.text_dim) == ('roberta-base', 'first', 512)
+    assert (c.compositor, c.heads, c.embed_dim, c.norm_scale) == ('content_style', 8, 512, 4.)
+    assert not ModelConfig.paper(layer4_stride1=False).layer4_stride1          # Fashion200k keeps the 7×7 map
+
+def test_compositor_structure_and_detached_style():
+    "Two attention blocks with learnable residual weights; the style statistics μ(x), σ(x) carry no gradient."
+    torch.manual_seed(0)
+    compositor = ContentStyleCompositor(channels=16, text_dim=8, heads=4)
+    assert len(compositor.blocks) == 2 and compositor.residual_weights.requires_grad
+    with torch.no_grad(): compositor.residual_weights.zero_()                 # content = IN(x): channel mean 0
+    x, t = (torch.randn(2, 16, 4, 4) * 3 + 1).requires_grad_(), torch.randn(2, 8)
+    channel_mean = compositor(x, t).mean((2, 3))                                # = g_μ(t)·μ(x) + δ_μ(t), μ(x) detached
+    grad, = torch.autograd.grad(channel_mean.sum(), x)
+    assert grad.abs().max() < 1e-5                                             # with μ(x) not detached it would be g_μ/16 per element
 
 def test_param_groups_partition():
     model = CIRModel(ModelConfig(text_encoder='roberta-base', text_config=TINY_ROBERTA, text_pooling='first'))
