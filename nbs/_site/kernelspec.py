@@ -34,7 +34,8 @@ if __name__ == '__main__':
     parser.add_argument('--nbs', type=Path, default=ROOT/'nbs', help='the notebooks folder (default: nbs/)')
     args = parser.parse_args()
     if args.check:
-        missing = [p for p in notebooks(args.nbs) if json.loads(p.read_text()).get('metadata', {}).get('kernelspec') != KERNELSPEC]
+        has = lambda p: json.loads(p.read_text()).get('metadata', {}).get('kernelspec') == KERNELSPEC
+        missing = [p for p in notebooks(args.nbs) if not has(p)]
         for p in missing: print(f'no kernelspec: {p}')
         raise SystemExit(1 if missing else 0)
     changed = [p for p in notebooks(args.nbs) if stamp(p)]
