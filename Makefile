@@ -30,5 +30,5 @@ lab:  ## open the notebooks in JupyterLab (installs first only if cir_unc or Jup
 	$(PYTHON) -m jupyterlab --ServerApp.root_dir=nbs --ServerApp.ip=127.0.0.1 --LabApp.default_url=/lab/tree/index.ipynb \
 		--allow-root $(LAB_ARGS)
 
-export:  ## write cir_unc/ from the notebooks and clean them
-	nbdev_export && nbdev_clean
+export:  ## write cir_unc/ from the notebooks, give new notebooks the Python 3 kernel, clean them
+	nbdev_export && $(PYTHON) nbs/_site/kernelspec.py && nbdev_clean

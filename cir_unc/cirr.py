@@ -66,15 +66,15 @@ def read_cirr_split(root, split: str) -> tuple[list, dict]:
     if len(ids) < len(pairs): raise DataError(f'{captions}: pair ids repeat, e.g. {[i for i, n in ids.items() if n > 1][:3]}')
     return pairs, {str(name): root/'img_raw'/path for name, path in names.items()}
 
-# %% ../nbs/13_cirr.ipynb #0e12db13
+# %% ../nbs/13_cirr.ipynb #5947770a
 _TOY_COLOURS = {'red': (210, 50, 40), 'blue': (40, 80, 210), 'green': (40, 160, 70), 'yellow': (235, 200, 40)}
 _TOY_GROUNDS = {'light': (232, 232, 220), 'dark': (55, 58, 70)}
 _TOY_COUNTS = ('one', 'two', 'three')
 
-def _toy_scene(rng: np.random.Generator, size=(64, 48)) -> tuple[tuple, Image.Image]:
-    "A drawn scene — (count, colour, shape, ground) — and its picture, with a little noise so that no two are alike."
-    scene = (int(rng.integers(1, 4)), str(rng.choice(list(_TOY_COLOURS))), str(rng.choice(['circle', 'square'])),
-             str(rng.choice(list(_TOY_GROUNDS))))
+def _toy_scene(rng: np.random.Generator, scene: tuple | None = None, size=(64, 48)) -> tuple[tuple, Image.Image]:
+    "A scene — (count, colour, shape, ground), drawn at random unless given — and its picture, never twice the same."
+    scene = scene or (int(rng.integers(1, 4)), str(rng.choice(list(_TOY_COLOURS))), str(rng.choice(['circle', 'square'])),
+                      str(rng.choice(list(_TOY_GROUNDS))))
     count, colour, shape, ground = scene
     (w, h), image = size, Image.new('RGB', size, _TOY_GROUNDS[ground])
     draw = ImageDraw.Draw(image)
@@ -112,7 +112,10 @@ def toy_cirr(root,                       # the folder to write (made if absent)
                 record = {'pairid': pairid, 'reference': members[r], 'caption': _toy_caption(scenes[members[r]], scenes[members[t]]),
                           'img_set': {'id': s, 'members': members}}
                 if split != 'test1':                                   # test1 keeps its targets hidden
-                    second = split == 'val' and s == j == 0            # one val pair with a second valid target
+                    second = split == 'val' and s == j == 0            # one val pair with a second valid target: its scene redrawn
+                    if second:
+                        scenes[members[partial]], image = _toy_scene(rng, scenes[members[t]])
+                        image.save(root/'img_raw'/files[members[partial]])
                     record['img_set'].update(reference_rank=r, target_rank=t)
                     record.update(target_hard=members[t], target_soft={members[t]: 1.0, members[partial]: 1.0 if second else [0.5, 0.2][j],
                                                                        members[wrong]: -1.0})
@@ -139,7 +142,7 @@ class OutsideSubset(Set):
     @classmethod
     def _from_iterable(cls, items): return frozenset(items)   # what `|`, `&`, `-` with other sets return
 
-# %% ../nbs/13_cirr.ipynb #d57a7588
+# %% ../nbs/13_cirr.ipynb #6697b82b
 CIRR_PROTOCOLS = ('original', 'subset', 'original_soft', 'subset_soft')
 SUBSET_KS = (1, 2, 3)
 
@@ -183,7 +186,7 @@ def _cirr_evals(split: str, pairs: list, files: dict, verdicts: dict, protocols,
     if short: counts.setdefault('notes', []).append(f'{short} subset queries rank fewer than 5 members (a member is missing or corrupt)')
     return usable, evals
 
-# %% ../nbs/13_cirr.ipynb #44e258be
+# %% ../nbs/13_cirr.ipynb #c4d5430f
 def read_cirr(root,                               # the data root (see `CIRR_LAYOUT`)
               protocols: Sequence[str] = CIRR_PROTOCOLS,
               strict: bool = False,               # raise on an unusable image instead of dropping its pairs
@@ -217,14 +220,14 @@ def read_cirr(root,                               # the data root (see `CIRR_LAY
     for e in evals: e.images = images
     return CirData('cirr', triplets, images, evals, report=report)
 
-# %% ../nbs/13_cirr.ipynb #d1bdb474
+# %% ../nbs/13_cirr.ipynb #028673e5
 def cirr_summary(results: dict,      # `evaluate_sets`' results, or the `results` of results.json
                  split: str = 'val') -> float:
     "The field's one CIRR number: (R@5 + Recall_subset@1) / 2."
     recall = lambda protocol, k: (lambda r: r.recall[k] if hasattr(r, 'recall') else r[f'R@{k}'])(results[f'{split}/all/{protocol}'])
     return (recall('original', 5) + recall('subset', 1)) / 2
 
-# %% ../nbs/13_cirr.ipynb #7126b328
+# %% ../nbs/13_cirr.ipynb #1f7c5200
 SUBMISSION_K = {'recall': 50, 'recall_subset': 3}
 SERVER_LIMIT = 5_000_000            # bytes per file
 
@@ -266,7 +269,7 @@ def write_cirr_submission(rankings: dict,        # `cirr_rankings`' result
         if len(text.encode()) > SERVER_LIMIT: raise ValueError(f'the {m} file would be {len(text.encode()):,} bytes, over the server\'s 5 MB')
     return {m: atomic_write(Path(out)/f'{m}_submission_{name}.json', lambda tmp, t=texts[m]: Path(tmp).write_text(t)) for m in texts}
 
-# %% ../nbs/13_cirr.ipynb #b0859f34
+# %% ../nbs/13_cirr.ipynb #e996dae9
 def submission_from_checkpoint(path,                  # a run directory (its best.pt, else last.pt) or a checkpoint file
                                out,                   # where the two files go
                                data_root=None,        # where CIRR is now, if it moved since training
