@@ -38,7 +38,7 @@ def write_metrics_csv(path: Path, history: list[dict]):
             w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(history)
     atomic_write(path, write)
 
-# %% ../nbs/06_runs.ipynb #0cb1cfd7
+# %% ../nbs/06_runs.ipynb #74a4ac34
 class DamagedCheckpoint(ValueError):
     "A checkpoint file exists but cannot be read: truncated or corrupt."
 
@@ -65,7 +65,7 @@ def load_checkpoint(path: Path, map_location='cpu') -> dict:
         raise ValueError(f'{path} is not a plain checkpoint: it needs arbitrary unpickling, which can run code, '
                          f'so it is refused. Load it yourself only if you trust it, and save its state_dict.') from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise DamagedCheckpoint(f'{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0]})') from e
+        raise DamagedCheckpoint(f'{path} is damaged ({type(e).__name__}: {str(e).split(". ")[0]})') from e
 
 def load_last_good(path: Path, log=print) -> tuple[dict, Path]:
     "The checkpoint at `path`, else — when it is missing or damaged — `previous_checkpoint(path)`, saying which and why."

@@ -137,8 +137,8 @@ def test_evaluation_refuses_misaligned_features(where):
     "An image that cannot be decoded never shifts the rows: the evaluation stops and names the set."
     import dataclasses
     from cir_unc.data import SyntheticConfig, make_synthetic, synthetic_evals, synthetic_tokenizer, image_transform
-    split = make_synthetic(SyntheticConfig(train_images=6, val_images=60, test_images=6, train_triplets=2, val_triplets=20,
-                                           test_triplets=2))['val']
+    split = make_synthetic(SyntheticConfig(train_images=60, val_images=60, test_images=60, train_triplets=4, val_triplets=20,
+                                           test_triplets=4))["val"]
     ev = synthetic_evals(split, 'val', protocols=('single',))[0]
     tokenizer = synthetic_tokenizer()
     torch.manual_seed(0)
