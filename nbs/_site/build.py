@@ -128,7 +128,11 @@ def stage_markdown(md: str, names: dict, site_url: str) -> str:
     md = callouts(md, admonition)
     md = re.sub(r'(\]\([^)]*\))\{[^}]*float: *right[^}]*\}', r'\1{.source-link}', md)   # show_doc's [source] link
     md = md.replace(f'({site_url}/', '(')
-    return re.sub(r'\]\(([^):/#]+)\.ipynb', lambda m: f']({names.get(Path(m[1]).name, m[1])}.html', md)
+    def page(m):  # `01_augmenter.ipynb#Whitening` (JupyterLab's anchor: the heading, spaces as -) → `augmenter.html#whitening`
+        from docutils.nodes import make_id
+        anchor = f'#{make_id(m[2])}' if m[2] else ''
+        return f']({names.get(Path(m[1]).name, m[1])}.html{anchor})'
+    return re.sub(r'\]\(([^):/#]+)\.ipynb(?:#([^)]*))?\)', page, md)
 
 def quarto_anchor(heading):
     "A show_doc heading, preceded by the anchor Quarto gives it (`#info_nce`) when Sphinx's differs (`#info-nce`)."
