@@ -111,8 +111,16 @@ def eval_cli(argv=None):
     p.add_argument('--data-root', default=None, help='where the dataset is now, if it moved')
     p.add_argument('--device', default='auto'); p.add_argument('--workers', type=int, default=0)
     p.add_argument('--json', default=None, help='where to write the results (default: eval_results.json beside the checkpoint)')
+    p.add_argument('--submission', default=None, metavar='OUT_DIR', help="CIRR: with --split test1, write the test server's two files into OUT_DIR")
     args = p.parse_args(argv)
     try:
+        if args.submission or args.split == 'test1':             # CIRR test1: its targets are hidden, its server scores it
+            if not (args.submission and args.split == 'test1'):
+                raise ValueError('CIRR test1 is scored only by its server: use --split test1 --submission OUT_DIR together')
+            from cir_unc.cirr import submission_from_checkpoint
+            done = submission_from_checkpoint(args.path, args.submission, args.data_root, args.device, args.workers)
+            for path in done.pop('files').values(): print(f'written {path} ({path.stat().st_size:,} bytes)')
+            print(done); return
         out = evaluate_checkpoint(args.path, args.protocol, args.split, args.data_root, args.device, args.workers)
     except (ValueError, FileNotFoundError, OSError, DataError) as e:
         print(f'cir_unc_eval: error: {e}', file=sys.stderr); sys.exit(2)

@@ -286,7 +286,7 @@ def encode_queries(model: nn.Module, ev, transform, tokenizer, device: torch.dev
 
 def evaluate_sets(model: nn.Module, evals: list, transform, tokenizer, device: torch.device,
                   batch_size: int = 128, workers: int = 0, amp_dtype=None, ks=(1, 5, 10, 50)) -> dict:
-    "`{'split/category/protocol': RecallResult}` for each evaluation set."
+    "`{'split/category/protocol': RecallResult}` for each evaluation set, at `ks` or at the K a set names (`ev.ks`, e.g. CIRR's subsets)."
     encode = dict(transform=transform, tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers, amp_dtype=amp_dtype)
     gallery_cache, query_cache, results = {}, {}, {}
     for ev in evals:
@@ -296,7 +296,8 @@ def evaluate_sets(model: nn.Module, evals: list, transform, tokenizer, device: t
         if qkey not in query_cache: query_cache[qkey] = encode_queries(model, ev, **encode)
         groups = [q.granularity for q in ev.queries]
         results[f'{ev.split}/{ev.category}/{ev.protocol}'] = recall_at_k(
-            query_cache[qkey], gallery_cache[gkey], [sorted(q.hits) for q in ev.queries], f'{ev.name}/{ev.protocol}', ks,
+            query_cache[qkey], gallery_cache[gkey], [sorted(q.hits) for q in ev.queries], f'{ev.name}/{ev.protocol}',
+            getattr(ev, 'ks', None) or ks,
             exclude=[sorted(q.exclude) for q in ev.queries], groups=groups if all(groups) else None)
     return results
 
