@@ -69,7 +69,7 @@ def train_cli(argv=None):
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/08_commands.ipynb #d1e6e75f
+# %% ../nbs/08_commands.ipynb #f6cabec2
 def load_trained(path, data_root=None, device: str = 'auto', workers: int = 0) -> dict:
     "A trained model from `path` (a run directory: its best.pt, else last.pt; or a checkpoint file), with its data and tokenizer."
     path = Path(path)

@@ -249,7 +249,7 @@ def query_features(model,                  # has `compose(reference, input_ids, 
                                                                      move(b['attention_mask'], False)),
                        device, autocast_dtype, channels_last)
 
-# %% ../nbs/04_metrics.ipynb #355eacee
+# %% ../nbs/04_metrics.ipynb #580b3301
 def _loader(dataset, batch_size, workers, tokenizer, device):
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                        collate_fn=Collate(tokenizer), pin_memory=device.type == 'cuda')

@@ -8,8 +8,8 @@ __all__ = ['PRESETS', 'SELECTION', 'TrainConfig', 'preset_config', 'lr_factor', 
            'build_run', 'epoch_loader', 'take_step', 'save_last', 'train_epoch', 'evaluate_epoch', 'start_or_resume',
            'final_evaluation', 'train']
 
-# %% ../nbs/05_train.ipynb #56fd098f
-import dataclasses, inspect, json, math, os, time
+# %% ../nbs/05_train.ipynb #3009d2fa
+import dataclasses, json, math, os, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -221,16 +221,11 @@ def build_run(config: TrainConfig, out: Path, rank: int = 0, world: int = 1, pro
     return Run(config, Path(out), data, tokenizer, model_config, model, net, optimizer, criterion, device,
                torch.bfloat16 if amp else None, rank, world, progress, log, [g['lr'] for g in optimizer.param_groups])
 
-# %% ../nbs/05_train.ipynb #092fa4c8
-def _train_dataset(data, epoch: int, seed: int):
-    "The training triplets of `epoch`, with the train transforms."
-    if 'epoch' in inspect.signature(data.train_dataset).parameters: return data.train_dataset(epoch=epoch, seed=seed)
-    return data.train_dataset()
-
+# %% ../nbs/05_train.ipynb #e657b8ce
 def epoch_loader(run: Run, epoch: int, start: int = 0) -> torch.utils.data.DataLoader:
     "This rank's batches of `epoch` from step `start` on; each sample's random crop drawn from (seed, epoch, its index)."
     c = run.config
-    dataset = SeededSamples(_train_dataset(run.data, epoch, c.seed), c.seed, epoch)
+    dataset = SeededSamples(run.data.train_dataset(epoch=epoch, seed=c.seed), c.seed, epoch)
     sampler = GlobalBatchSampler(len(dataset), c.batch_size, c.seed, run.rank, run.world)
     sampler.set_epoch(epoch, start)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=c.workers,
