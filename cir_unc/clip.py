@@ -7,7 +7,7 @@ __all__ = ['TINY_CHARS', 'TINY_CLIP', 'CLIP_MEAN', 'CLIP_STD', 'load_clip', 'sav
            'CLIPTextEncoder', 'Combiner', 'minilm_path']
 
 # %% ../nbs/14_clip.ipynb #16305b97
-import string
+import json, string
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,6 @@ def save_tiny_clip(folder,            # where to write config.json, model.safete
                    seed: int = 0,     # the random weights
                   ) -> Path:
     "A randomly initialised `TINY_CLIP` with a character-level CLIP tokenizer, saved as a Hugging Face folder."
-    import json
     from transformers import CLIPTokenizer
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     tokens = list(TINY_CHARS) + [c + '</w>' for c in TINY_CHARS] + ['<|startoftext|>', '<|endoftext|>']

@@ -139,13 +139,15 @@ def build_model_config(config: TrainConfig, data) -> ModelConfig:
     return ModelConfig.paper(layer4_stride1=config.preset != 'fashion200k', **overrides)
 
 def build_tokenizer(model_config: ModelConfig, data):
-    "The dataset's own tokenizer, else the text model's from the local Hugging Face cache or folder."
-    if data.tokenizer is not None: return data.tokenizer
+    "The dataset's own tokenizer for a text encoder without pretrained words (small, or from a config dict), else the text model's."
+    if data.tokenizer is not None and (model_config.text_encoder == 'small' or model_config.text_config is not None):
+        return data.tokenizer                  # a pretrained encoder's ids must be its own words: never the dataset's
     from transformers import AutoTokenizer
+    name = model_config.clip_model if model_config.text_encoder == 'clip' else model_config.text_encoder
     try:
-        return AutoTokenizer.from_pretrained(model_config.text_encoder, local_files_only=model_config.local_files_only)
+        return AutoTokenizer.from_pretrained(name, local_files_only=model_config.local_files_only)
     except OSError as e:
-        raise OSError(f'cannot load the tokenizer of {model_config.text_encoder!r}: it is neither a local folder nor in the '
+        raise OSError(f'cannot load the tokenizer of {name!r}: it is neither a local folder nor in the '
                       f'Hugging Face cache, and could not be downloaded. Run once with internet access, or pass a local '
                       f'folder with --model text_encoder=PATH.') from e
 
