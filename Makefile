@@ -2,7 +2,7 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install test demo docs readme lab export clean-nbs
+.PHONY: install install-demo test demo gpu-check docs readme lab export clean-nbs
 
 install:  ## install the package and every tool the tests and docs need (editable)
 	$(PIP) install --quiet -e ".[dev]"
@@ -11,8 +11,15 @@ install:  ## install the package and every tool the tests and docs need (editabl
 test: install  ## run every notebook in a Jupyter kernel, and tests/ (more notebook flags: CIR_UNC_TEST_FLAGS="slow data")
 	$(PYTHON) -m pytest
 
-demo: install  ## train the InfoNCE baseline and the uncertainty model on the synthetic data (CPU, ~4 min) and compare them
+install-demo:  ## install the package and what it needs at run time only (no test or docs tools)
+	$(PIP) install --quiet -e .
+
+demo: install-demo  ## train the InfoNCE baseline and the uncertainty model on the synthetic data (CPU) and compare them
 	$(PYTHON) -c "from cir_unc.cli import demo_cli; demo_cli()"   # = cir_unc_demo
+
+# On a GPU machine without network: runs from the checkout with the torch found there, installs nothing (nbs/12_speed.ipynb).
+gpu-check:  ## the prepared one-GPU check: training benchmark, loss share, GPU-vs-CPU parity → data/gpu_check.json
+	PYTHONPATH=. $(PYTHON) -c "from cir_unc.bench import gpu_check_cli; gpu_check_cli()"
 
 docs: install  ## write README.md from index.ipynb, then build the documentation site offline into _site/ (open _site/index.html)
 	$(PYTHON) nbs/_site/build.py

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['ROBERTA_BASE', 'cpu_model', 'reference_gflops', 'machine', 'machine_line', 'random_batch', 'profile_step',
-           'format_rows', 'loss_cost', 'gpu_busy', 'train_benchmark', 'synthetic_parity', 'gpu_check', 'gpu_check_cli']
+           'format_rows', 'compare_steps', 'loss_cost', 'gpu_busy', 'train_benchmark', 'synthetic_parity', 'gpu_check',
+           'gpu_check_cli']
 
 # %% ../nbs/12_speed.ipynb #a36cdeb1
 import json, os, platform, time
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from .model import CIRModel, ModelConfig
 from .losses import MultiGrainedLoss
+from .runs import set_deterministic
 
 # %% ../nbs/12_speed.ipynb #c989480c
 def cpu_model() -> str:
@@ -62,6 +64,12 @@ def random_batch(config: ModelConfig, batch_size: int, image_size: int, tokens: 
             'input_ids': torch.randint(3, vocab, (batch_size, tokens), generator=generator).to(device),
             'attention_mask': torch.ones(batch_size, tokens, dtype=torch.long, device=device)}
 
+def _median_time(fn, repeats: int, sync=lambda: None) -> float:
+    times = []
+    for _ in range(repeats):
+        sync(); start = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
 def _step(model, batch, criterion, optimizer):
     query, target = model(batch['reference'], batch['input_ids'], batch['attention_mask'], batch['target'])
     terms = criterion(query.float(), target.float(), 0, 60)
@@ -94,13 +102,23 @@ def format_rows(rows: list[dict], columns: dict) -> str:
     head = ' '.join(f'{k:>{widths[k]}}' if '>' in f else f'{k:<{widths[k]}}' for k, f in columns.items())
     return '\n'.join([head] + [' '.join(format(r[k], f) for k, f in columns.items()) for r in rows])
 
-# %% ../nbs/12_speed.ipynb #45dda7d5
-def _median_time(fn, repeats: int, sync=lambda: None) -> float:
-    times = []
+# %% ../nbs/12_speed.ipynb #4a82c09d
+def compare_steps(configs: dict,          # name → ModelConfig
+                  batch_size: int = 32, image_size: int = 64, repeats: int = 7, channels_last: bool = False) -> list[dict]:
+    "Median ms per training step of each model, measured interleaved, and its speed-up over the first."
+    steps = {}
+    for name, config in configs.items():
+        model, optimizer, criterion, batch = _setup(config, batch_size, image_size, channels_last)
+        steps[name] = lambda m=model, o=optimizer, c=criterion, b=batch: _step(m, b, c, o)
+        steps[name](); steps[name]()                                        # warm-up
+    times = {name: [] for name in configs}
     for _ in range(repeats):
-        sync(); start = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for name, step in steps.items(): times[name].append(_median_time(step, 1))
+    medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    first = next(iter(medians.values()))
+    return [{'model': name, 'ms_per_step': 1e3 * m, 'speedup': first / m} for name, m in medians.items()]
 
+# %% ../nbs/12_speed.ipynb #45dda7d5
 def loss_cost(config: ModelConfig, batch_size: int = 32, image_size: int = 64, repeats: int = 7,
               device='cpu', channels_last: bool = False, amp_dtype=None) -> dict:
     "Seconds of a training step and of each loss (fwd+bwd), and the share of the step that Eq. 4 adds over InfoNCE."
@@ -137,9 +155,10 @@ def gpu_busy(fn, steps: int, device) -> float:
     return min(1., kernel_us / 1e6 / wall)
 
 def train_benchmark(config: ModelConfig, batch_size: int, image_size: int, mode: str, steps: int, device) -> dict:
-    "Steps/s, images/s, peak GiB and GPU busy fraction of one (batch size, mode): 'fp32', 'bf16+cl' or 'bf16+cl+compile'."
+    "Steps/s, images/s, peak GiB and GPU busy fraction of one (batch size, mode): 'fp32' or 'bf16+cl', with '+det' and/or '+compile'."
     device = torch.device(device); cuda = device.type == 'cuda'
     row = {'B': batch_size, 'mode': mode}
+    set_deterministic('det' in mode)                    # '+det': the cost of --deterministic
     try:
         model, optimizer, criterion, batch = _setup(config, batch_size, image_size, 'cl' in mode, device)
         net = torch.compile(model) if 'compile' in mode else model
@@ -154,6 +173,7 @@ def train_benchmark(config: ModelConfig, batch_size: int, image_size: int, mode:
                    gpu_busy=gpu_busy(step, max(2, steps // 4), device) if cuda else None)
     except torch.OutOfMemoryError:
         row.update(steps_per_s=None, images_per_s=None, peak_gib=None, gpu_busy=None, error='out of memory')
+    finally: set_deterministic(False)
     if cuda: torch.cuda.empty_cache()
     return row
 
@@ -203,7 +223,7 @@ def gpu_check(out: str | Path = 'data/gpu_check.json', # the JSON written
     if tiny: config, sizes, image, steps = ModelConfig.laptop(vocab_size=50, cnn_widths=(8, 16), text_width=16,
                                                               text_layers=1, text_dim=16, embed_dim=16), (4,), 32, 2
     else: config, sizes, image, steps = ModelConfig.paper(image_weights=None, text_config=ROBERTA_BASE), (32, 64, 128), 224, 20
-    plan = [(B, m) for B in sizes for m in ('fp32', 'bf16+cl')] + [(sizes[0], 'bf16+cl+compile')]
+    plan = [(B, m) for B in sizes for m in ('fp32', 'bf16+cl')] + [(sizes[0], 'bf16+cl+det'), (sizes[0], 'bf16+cl+compile')]
     for B, mode in plan:
         if time.perf_counter() - started > budget_s * 0.6: report['benchmark'].append({'B': B, 'mode': mode, 'error': 'skipped: time budget'}); continue
         row = train_benchmark(config, B, image, mode, steps, device); report['benchmark'].append(row); log(row)

@@ -162,12 +162,13 @@ EXPERIMENTS = {  # name → (what it reproduces, its runs[, its own budget])
 def run_config(settings: dict, out: Path, budget: dict = BUDGET, data_root=None):
     "The `TrainConfig` of one run."
     knobs = {**DEFAULTS, **settings}
+    model = {'cnn_stem': 'conv', **budget.get('train', {}).get('model', {})}   # the small CNN the committed CSVs were trained with
     data = {'train_triplets': budget['train_triplets'], 'coarse_fraction': knobs['coarse_fraction'],
             **budget.get('data', {})}
     return preset_config('synthetic', loss=settings['loss'], seed=settings['seed'], out=str(out), data_root=data_root,
                          epochs=budget['epochs'], decay_epochs=tuple(budget['decay_epochs']), dropout=knobs['dropout'],
                          w1=knobs['w1'], w2=knobs['w2'], gamma0=knobs['gamma0'], noise_variant=knobs['noise_variant'],
-                         data={'synthetic': data}, **budget.get('train', {}))
+                         data={'synthetic': data}, **{**budget.get('train', {}), 'model': model})
 
 def ensure_run(settings: dict, run_dir: Path, budget: dict = BUDGET, data_root=None, progress: bool = False, log=print) -> dict:
     "Train the run into `run_dir` unless it is there with the same settings and budget; returns its record."
