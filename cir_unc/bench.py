@@ -102,7 +102,7 @@ def format_rows(rows: list[dict], columns: dict) -> str:
     head = ' '.join(f'{k:>{widths[k]}}' if '>' in f else f'{k:<{widths[k]}}' for k, f in columns.items())
     return '\n'.join([head] + [' '.join(format(r[k], f) for k, f in columns.items()) for r in rows])
 
-# %% ../nbs/12_speed.ipynb #4a82c09d
+# %% ../nbs/12_speed.ipynb #a2ee01e0
 def compare_steps(configs: dict,          # name → ModelConfig
                   batch_size: int = 32, image_size: int = 64, repeats: int = 7, channels_last: bool = False) -> list[dict]:
     "Median ms per training step of each model, measured interleaved, and its speed-up over the first."

@@ -81,7 +81,7 @@ def preset_config(preset: str, **overrides) -> TrainConfig:
     if unknown: raise ValueError(f'unknown TrainConfig fields: {sorted(unknown)}')
     return TrainConfig(**{**PRESETS[preset], 'preset': preset, 'out': f'data/runs/{preset}-{overrides.get("loss", "uncertainty")}', **overrides})
 
-# %% ../nbs/05_train.ipynb #edaf2096
+# %% ../nbs/05_train.ipynb #9c12db3c
 def smoke_config(config: TrainConfig, max_steps: int = 200) -> TrainConfig:
     "`config` as a short CPU run of the laptop model: one epoch of at most `max_steps` batches, 64 px, every evaluation set."
     return dataclasses.replace(config, smoke=True, epochs=1, warmup_epochs=0, decay_epochs=(), device='cpu', amp='off',

@@ -1,9 +1,16 @@
 "Shared helpers for the tests: the repository root and a copy of it to run nbdev commands in."
-import shutil
+import importlib.util, shutil
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+def load_site_script(name: str):
+    "A script of nbs/_site/ (`build`, `execute`, `kernelspec`) as a module."
+    spec = importlib.util.spec_from_file_location(f'site_{name}', ROOT/'nbs'/'_site'/f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 @pytest.fixture
 def repo_copy(tmp_path):

@@ -8,11 +8,11 @@ skips (`apt-get install chromium`); under CI (`CI` set) it fails, as for the sit
 screenshot of each page in DIR (`lab_02_losses.png`). The kernelspec and the callout syntax are checked on every
 notebook, without a browser.
 """
-import importlib.util, json, os, re, secrets, signal, subprocess, sys, time
+import json, os, re, secrets, signal, subprocess, sys, time
 from html.parser import HTMLParser
 from pathlib import Path
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_site_script
 from test_notebooks import notebooks
 from test_readme import load_build
 from test_site import browser, dump_dom
@@ -21,10 +21,7 @@ LAB_NOTEBOOKS = ('index.ipynb', '01_augmenter.ipynb', '02_losses.ipynb')   # ope
 
 def load_kernelspec():
     "nbs/_site/kernelspec.py, the script that gives every notebook its kernelspec, as a module."
-    spec = importlib.util.spec_from_file_location('site_kernelspec', ROOT/'nbs'/'_site'/'kernelspec.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_site_script('kernelspec')
 
 def markdown(nb) -> list: return [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown']
 

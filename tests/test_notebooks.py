@@ -5,18 +5,15 @@ Cells flagged with one of `tst_flags` in settings.ini (`gpu data slow`) are skip
 `CIR_UNC_TEST_FLAGS="slow data" make test`. `gpu` is added automatically when CUDA is available. Cells that call
 `nbdev_export()` are not run (the package is checked against the notebooks by tests/test_repo.py).
 """
-import importlib.util, os
+import os
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_site_script
 
 NBS = ROOT/'nbs'
 
 def load_execute():
     "nbs/_site/execute.py, the script that runs notebooks in a kernel, as a module."
-    spec = importlib.util.spec_from_file_location('site_execute', NBS/'_site'/'execute.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_site_script('execute')
 
 def notebooks():
     "The notebooks nbdev tests: every `*.ipynb` under nbs/ not starting with `_` or `.`."

@@ -1,13 +1,9 @@
 "README.md is generated from index.ipynb (`make readme`) and must say what index.ipynb says."
-import importlib.util
-from conftest import ROOT
+from conftest import ROOT, load_site_script
 
 def load_build():
     "nbs/_site/build.py, the script that writes README.md and the site, as a module."
-    spec = importlib.util.spec_from_file_location('site_build', ROOT/'nbs'/'_site'/'build.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_site_script('build')
 
 def test_readme_matches_index():
     expected = load_build().readme_text(ROOT/'index.ipynb')

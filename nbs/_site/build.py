@@ -128,9 +128,9 @@ def stage_markdown(md: str, names: dict, site_url: str) -> str:
     md = callouts(md, admonition)
     md = re.sub(r'(\]\([^)]*\))\{[^}]*float: *right[^}]*\}', r'\1{.source-link}', md)   # show_doc's [source] link
     md = md.replace(f'({site_url}/', '(')
-    def page(m):  # `01_augmenter.ipynb#Whitening` (JupyterLab's anchor: the heading, spaces as -) → `augmenter.html#whitening`
+    def page(m):  # `01_augmenter.ipynb#Whitening` (a heading as JupyterLab names it, spaces as -) → `augmenter.html#whitening`
         from docutils.nodes import make_id
-        anchor = f'#{make_id(m[2])}' if m[2] else ''
+        anchor = '' if not m[2] else f'#{m[2]}' if m[2] == m[2].lower() else f'#{make_id(m[2])}'   # show_doc ids stay
         return f']({names.get(Path(m[1]).name, m[1])}.html{anchor})'
     return re.sub(r'\]\(([^):/#]+)\.ipynb(?:#([^)]*))?\)', page, md)
 
