@@ -17,10 +17,10 @@ from .data import WordTokenizer
 from .model import CIRModel, ModelConfig
 from .losses import MultiGrainedLoss
 from .metrics import evaluate_sets
-from .runs import load_checkpoint, write_json, set_deterministic, RunLocked
+from .runs import load_checkpoint, write_json, RunLocked
 from .bench import machine, machine_line
 from .data import SyntheticConfig
-from .train import (smoke_config, TrainConfig, PRESETS, preset_config, train, train_step, build_data, build_tokenizer,
+from .train import (smoke_config, TrainConfig, PRESETS, preset_config, train, build_data, build_tokenizer,
                            resolve_device, NonFiniteLossError)
 
 # %% ../nbs/08_commands.ipynb #59a9fed6

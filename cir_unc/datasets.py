@@ -9,10 +9,9 @@ __all__ = ['FASHIONIQ_LAYOUT', 'SHOES_LAYOUT', 'FASHION200K_LAYOUT', 'DATASETS',
            'format_report', 'check_data_cli']
 
 # %% ../nbs/10_datasets.ipynb #5f2c85b1
-import argparse, hashlib, json, os, sys, time
+import argparse, hashlib, json, os, sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 import numpy as np
@@ -20,6 +19,7 @@ import PIL
 from PIL import Image, ImageOps
 from .data import (CorruptImage, ImageStore, Triplet, EvalSet, CirData, make_query, _check_protocols, _counts,
                           CATEGORIES, SyntheticConfig, synthetic_data, default_data_root)
+from .runs import atomic_write
 
 # %% ../nbs/10_datasets.ipynb #a7806b60
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -81,11 +81,9 @@ def _read_verdicts(path: Path) -> dict:
 
 def _write_verdicts(path: Path, files: dict):
     "Merge `files` into the cache (another process may have added some) and replace it in one step."
-    partial = path.with_name(f'.{path.name}.{os.getpid()}')
-    try:
-        partial.write_text(json.dumps({'pillow': PIL.__version__, 'files': {**_read_verdicts(path), **files}}))
-        os.replace(partial, path)
-    except OSError: partial.unlink(missing_ok=True)                 # no cache this time: the verdicts still hold
+    cache = {'pillow': PIL.__version__, 'files': {**_read_verdicts(path), **files}}
+    try: atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache)))
+    except OSError: pass                                            # no cache this time: the verdicts still hold
 
 # %% ../nbs/10_datasets.ipynb #51e65bcc
 def check_images(paths: dict,             # image id → file path

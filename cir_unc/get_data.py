@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .data import CATEGORIES, CorruptImage, default_data_root
 from .datasets import (DATASETS, FASHION200K_LAYOUT, SHOES_LAYOUT, DataError, check_data, check_data_cli, check_images,
                               format_report, open_image)
-from .runs import atomic_write
+from .runs import atomic_write, exclusive_lock
 
 # %% ../nbs/11_get_data.ipynb #5a5f3d7b
 FASHIONIQ_ANNOTATIONS = 'https://raw.githubusercontent.com/XiaoxiaoGuo/fashion-iq/master'                 # captions/, image_splits/
@@ -292,11 +292,7 @@ def summary(report: dict) -> str:
 @contextmanager
 def _locked(root: Path):
     "Hold `root/.get_data.lock` (released by the system if the process dies)."
-    import fcntl
-    with open(root/'.get_data.lock', 'w') as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: raise FetchError(f'another cir_unc_get_data is working on {root}; let it finish') from None
-        yield
+    with exclusive_lock(root/'.get_data.lock', FetchError(f'another cir_unc_get_data is working on {root}; let it finish')): yield
 
 def make_client(workers: int, retry: Retry) -> httpx.Client:
     "One client for all threads: a connection pool as large as the pool of workers; redirects followed."

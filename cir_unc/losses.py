@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .augment import FeatureAugmenter, upcast, whiten, std_mean
+from .augment import FeatureAugmenter, upcast, std_mean
 
 # %% ../nbs/02_losses.ipynb #72a59701
 def info_nce(query: Tensor,  # (B, D) composed features f_s

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'STREAMS', 'atomic_write', 'write_json', 'write_metrics_csv', 'DamagedCheckpoint', 'previous_checkpoint',
-           'save_checkpoint', 'load_checkpoint', 'load_last_good', 'RunLocked', 'lock_run_dir', 'prepare_run_dir',
-           'derive_seed', 'seeded', 'SeededSamples', 'set_deterministic', 'plot_curves']
+           'save_checkpoint', 'load_checkpoint', 'load_last_good', 'RunLocked', 'exclusive_lock', 'lock_run_dir',
+           'prepare_run_dir', 'derive_seed', 'seeded', 'SeededSamples', 'set_deterministic', 'plot_curves']
 
 # %% ../nbs/06_runs.ipynb #af292ac3
 import contextlib, csv, fcntl, json, math, os, pickle, random
@@ -86,16 +86,20 @@ class RunLocked(RuntimeError):
     "Another process is writing to this run folder."
 
 @contextlib.contextmanager
+def exclusive_lock(file: Path, busy: Exception):
+    "Hold an exclusive lock on `file` for the block, released by the system if the process dies; raise `busy` at once if another process holds it."
+    with open(file, 'a') as f:
+        try: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # lockf, not flock: forked DataLoader workers do not inherit it
+        except OSError: raise busy from None
+        try: yield
+        finally: fcntl.lockf(f, fcntl.LOCK_UN)
+
+@contextlib.contextmanager
 def lock_run_dir(out: Path):
     "Hold an exclusive lock on `out/.lock` for the block; raise `RunLocked` at once if another process holds it."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    with open(out/'.lock', 'a') as f:
-        try: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunLocked(f'{out} is in use by another run (it holds a lock on {out/".lock"}); wait for it to end, '
-                            f'or choose another --out') from None
-        try: yield out
-        finally: fcntl.lockf(f, fcntl.LOCK_UN)
+    busy = RunLocked(f'{out} is in use by another run (it holds a lock on {out/".lock"}); wait for it to end, or choose another --out')
+    with exclusive_lock(out/'.lock', busy): yield out
 
 def prepare_run_dir(out: Path, resume: bool = False, overwrite: bool = False) -> Path:
     "Create `out`, refusing an existing run unless `resume` or `overwrite` (which removes only the run's own files)."
