@@ -12,7 +12,7 @@ import json, os, platform, time
 from pathlib import Path
 import torch
 from .model import CIRModel, ModelConfig
-from .losses import MultiGrainedLoss
+from .losses import MultiGrainedLoss, interleaved_times
 from .runs import set_deterministic
 from .train import preset_config, train, train_step
 
@@ -107,10 +107,7 @@ def compare_steps(configs: dict,          # name → ModelConfig
                   batch_size: int = 32, image_size: int = 64, repeats: int = 7, channels_last: bool = False) -> list[dict]:
     "Median ms per training step of each model, measured interleaved, and its speed-up over the first."
     steps = {name: training_step(config, batch_size, image_size, channels_last) for name, config in configs.items()}
-    for step in steps.values(): step(); step()                            # warm-up
-    times = {name: [] for name in configs}
-    for _ in range(repeats):
-        for name, step in steps.items(): times[name].append(_median_time(step, 1))
+    times = interleaved_times(steps, repeats)
     medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
     first = next(iter(medians.values()))
     return [{'model': name, 'ms_per_step': 1e3 * m, 'speedup': first / m} for name, m in medians.items()]

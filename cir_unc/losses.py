@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['info_nce', 'released_log_var', 'uncertainty_loss', 'gamma_at', 'LossTerms', 'MultiGrainedLoss', 'gradient_norms',
-           'benchmark_losses']
+           'interleaved_times', 'benchmark_losses']
 
 # %% ../nbs/02_losses.ipynb #46e32d51
 import math, time
@@ -125,15 +125,19 @@ def gradient_norms(criterion: MultiGrainedLoss, # the loss whose terms to measur
             'grad_ratio': (grad_total.norm() / grad_info.norm()).item()}
 
 # %% ../nbs/02_losses.ipynb #ad0feade
-def _best_seconds(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    "Fastest wall time of each `fn()` in `fns` over `repeats` rounds that call them in turn (other load only adds time)."
+def interleaved_times(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    "Wall seconds of each `fn()` in `fns` over `repeats` rounds that call them in turn, so that a slow moment hits all alike."
     for _ in range(warmup):
         for fn in fns.values(): fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter(); fn(); times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
+    return times
+
+def _best_seconds(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    "Fastest wall time of each `fn()` (other load only adds time)."
+    return {name: min(t) for name, t in interleaved_times(fns, repeats, warmup).items()}
 
 def benchmark_losses(batch_sizes=(32, 256, 4096), # B values to time
                      dim: int = 512,               # D

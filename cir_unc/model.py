@@ -143,10 +143,9 @@ class SmallCNN(nn.Sequential):
     def __init__(self, widths: tuple = (32, 64, 128),
                  stem: str = 'patch'): # 'patch': 4×4 patches, then one 3×3 conv per width; 'conv': two 3×3 convs per width
         layers, c_in = [], 3
-        if stem == 'patch':       # 4×4 stride-4 patches (1/4), then stride 2 (1/8), then the last width at 1/8
+        if stem == 'patch':       # 4×4 stride-4 patches (1/4), the next width at stride 2 (1/8), any further ones at 1/8
             layers += conv_bn_relu(3, widths[0], kernel=4, stride=4)
-            for k, c in enumerate(widths[1:], 1):
-                layers += conv_bn_relu(widths[k - 1], c, stride=2 if k < len(widths) - 1 or len(widths) == 2 else 1)
+            for k, c in enumerate(widths[1:], 1): layers += conv_bn_relu(widths[k - 1], c, stride=2 if k == 1 else 1)
         elif stem == 'conv':      # a stride-2 stage (conv-BN-ReLU twice) per width
             for c in widths: layers += conv_bn_relu(c_in, c, stride=2) + conv_bn_relu(c, c); c_in = c
         else: raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
