@@ -17,9 +17,13 @@ from .augment import FeatureAugmenter, upcast, std_mean
 # %% ../nbs/02_losses.ipynb #72a59701
 def info_nce(query: Tensor,  # (B, D) composed features f_s
              target: Tensor, # (B, D) target features f_t (or f̂_t); row i is the positive of query i
+             ignore: Tensor | None = None, # (B, B) bool: negatives to leave out (the oracle: other valid targets); diagonal ignored
             ) -> Tensor:     # scalar: mean cross-entropy over the batch
     "Eq. 2: mean cross-entropy of `query @ target.T` with the diagonal as the positives."
     logits = query @ target.T                                   # κ(f_s^i, f_t^j): (B, B)
+    if ignore is not None:                                      # a left-out negative gets no probability mass
+        ignore = ignore & ~torch.eye(len(query), dtype=torch.bool, device=query.device)
+        logits = logits.masked_fill(ignore, -math.inf)
     labels = torch.arange(len(query), device=query.device)      # the positive of row i is column i
     return F.cross_entropy(upcast(logits), labels)              # softmax in float32 at least, also under bf16/fp16
 
@@ -66,9 +70,9 @@ class LossTerms:
 # %% ../nbs/02_losses.ipynb #714989a0
 class MultiGrainedLoss(nn.Module):
     r"Eq. 4: $\gamma\,\mathcal{L}_u(f_s, \hat f_t, \sigma) + (1-\gamma)\,\mathcal{L}_{info}(f_s, f_t)$, or InfoNCE alone."
-    losses = ('uncertainty', 'infonce')
+    losses = ('uncertainty', 'infonce', 'oracle')
     def __init__(self,
-                 loss: str = 'uncertainty', # 'uncertainty' (Eq. 4) or 'infonce' (the baseline)
+                 loss: str = 'uncertainty', # 'uncertainty' (Eq. 4), 'infonce' (the baseline) or 'oracle' (InfoNCE, other valid targets left out)
                  gamma0: float = 1.,        # γ0, the paper's "initial weight": how fast γ decays (γ = 1 at epoch 0)
                  w1: float = 1.,            # noise scales of the augmenter (Eq. 6)
                  w2: float = 1.,
@@ -95,11 +99,15 @@ class MultiGrainedLoss(nn.Module):
                 epoch: int,           # current epoch, 0-based
                 total_epochs: int,    # configured number of epochs
                 generator: torch.Generator | None = None, # for the augmenter's noise
+                valid: Tensor | None = None, # (B, B) bool, the oracle only: [i, j] = target j is a valid target of query i
                ) -> LossTerms:
-        if self.loss == 'infonce':
+        if self.loss in ('infonce', 'oracle'):
+            if self.loss == 'oracle' and valid is None:
+                raise ValueError("the oracle needs each batch's valid targets (`valid`): only the synthetic data knows them")
             info = info_nce(query, target)
+            total = info_nce(query, target, ignore=valid) if self.loss == 'oracle' else info
             nan = torch.full((), math.nan, device=info.device)
-            return LossTerms(info, info.detach(), nan, nan, 0.)
+            return LossTerms(total, info.detach(), nan, nan, 0.)
         gamma = gamma_at(epoch, total_epochs, self.gamma0)
         uncertainty, info, s = self.terms(query, target, generator)
         total = gamma * uncertainty + (1 - gamma) * info             # Eq. 4
@@ -111,10 +119,17 @@ def gradient_norms(criterion: MultiGrainedLoss, # the loss whose terms to measur
                    target: Tensor,              # (B, D) target features f_t
                    epoch: int, total_epochs: int, # where in the schedule γ
                    generator: torch.Generator | None = None, # the augmenter's noise
+                   valid: Tensor | None = None, # the oracle's (B, B) valid targets
                   ) -> dict: # γ, the losses, s, and ‖∂/∂f_s‖ of γ·L_u, (1 − γ)·L_info, their sum and L_info alone
     "How hard each term of Eq. 4 pulls the queries, and the pull of the total relative to InfoNCE alone (the baseline's)."
     q = query.detach().requires_grad_()
-    gamma = gamma_at(epoch, total_epochs, criterion.gamma0) if criterion.loss == 'uncertainty' else 0.
+    if criterion.loss != 'uncertainty':                                # the baseline (ratio 1) or the oracle: one term
+        grad_total, = torch.autograd.grad(criterion(q, target.detach(), epoch, total_epochs, valid=valid).total, q, retain_graph=True)
+        grad_info, = torch.autograd.grad(info_nce(q, target.detach()), q)
+        ratio = (grad_total.norm() / grad_info.norm()).item()
+        return {'gamma': 0., 'grad_coarse': 0., 'grad_fine': grad_total.norm().item(), 'grad_total': grad_total.norm().item(),
+                'grad_baseline': grad_info.norm().item(), 'grad_ratio': ratio}
+    gamma = gamma_at(epoch, total_epochs, criterion.gamma0)
     uncertainty, info, s = criterion.terms(q, target.detach(), generator)
     grad_u, = torch.autograd.grad(uncertainty, q, retain_graph=True)   # ∂L_u/∂f_s: (B, D)
     grad_info, = torch.autograd.grad(info, q)                          # ∂L_info/∂f_s: (B, D), the baseline's pull

@@ -118,7 +118,7 @@ def prepare_run_dir(out: Path, resume: bool = False, overwrite: bool = False) ->
     return out
 
 # %% ../nbs/06_runs.ipynb #77960e08
-STREAMS = {'order': 0, 'sample': 1, 'noise': 2, 'model': 3}   # one stream of random draws per purpose
+STREAMS = {'order': 0, 'sample': 1, 'noise': 2, 'model': 3, 'pull': 4}   # one stream per purpose (pull: `measure_pull`'s noise)
 
 def derive_seed(seed: int,        # the run's seed (≥ 0)
                 stream: str,      # a key of `STREAMS`

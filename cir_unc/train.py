@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PRESETS', 'SELECTION', 'TrainConfig', 'preset_config', 'smoke_config', 'lr_factor', 'NonFiniteLossError',
            'train_step', 'resolve_device', 'build_data', 'build_model_config', 'build_tokenizer', 'check_config', 'Run',
-           'Progress', 'build_run', 'epoch_loader', 'take_step', 'save_last', 'train_epoch', 'evaluate_epoch',
-           'start_or_resume', 'final_evaluation', 'train']
+           'Progress', 'build_run', 'epoch_loader', 'take_step', 'oracle_valid', 'save_last', 'train_epoch',
+           'measure_pull', 'infonce_by_granularity', 'evaluate_epoch', 'start_or_resume', 'final_evaluation', 'train']
 
 # %% ../nbs/05_train.ipynb #3009d2fa
 import dataclasses, json, math, os, time
@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
+import torch.nn.functional as F
 from tqdm import tqdm
-from .losses import MultiGrainedLoss, LossTerms, gamma_at
-from .data import SyntheticConfig, Collate, WordTokenizer
+from .losses import MultiGrainedLoss, LossTerms, gamma_at, gradient_norms
+from .data import SyntheticConfig, Collate, WordTokenizer, TripletDataset
 from .datasets import load_dataset
 from .model import CIRModel, ModelConfig
 from .metrics import evaluate_sets, flat_recalls, mean_recall
@@ -106,13 +107,14 @@ def train_step(model: nn.Module,          # the model (or its DDP wrapper): mode
                epoch: int, total_epochs: int, step: int,
                generator: torch.Generator | None = None, # the augmenter's noise, the same stream on every rank
                amp_dtype: torch.dtype | None = None,     # torch.bfloat16 for autocast, None for full precision
+               valid: torch.Tensor | None = None,        # the oracle's (B, B) valid targets of the batch
               ) -> LossTerms:
     "Forward, gather, loss, backward, optimizer step."
     device_type = batch['reference'].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         query, target = model(batch['reference'], batch['input_ids'], batch['attention_mask'], batch['target'])
     query, target = gather_with_grad(query.float()), gather_with_grad(target.float())    # f_s, f_t over the global batch
-    terms = criterion(query, target, epoch, total_epochs, generator)
+    terms = criterion(query, target, epoch, total_epochs, generator, valid)
     if not torch.isfinite(terms.total):
         raise NonFiniteLossError(f'loss is {terms.total.item()} at epoch {epoch}, step {step}; '
                                  f'try a lower --lr; the last good checkpoint is kept')
@@ -214,6 +216,7 @@ class Progress:
     steps: int = 0               # steps trained this epoch (a step that lost an unreadable image is skipped)
     skipped: int = 0             # unreadable images met since the start
     history: list = field(default_factory=list)    # a row per evaluated epoch: metrics.csv
+    pull: dict = field(default_factory=dict)       # `measure_pull` at the end of this epoch's training
     best: dict = field(default_factory=lambda: {'epoch': None, 'score': -math.inf})
 
 # %% ../nbs/05_train.ipynb #68ccecfd
@@ -227,6 +230,9 @@ def build_run(config: TrainConfig, out: Path, rank: int = 0, world: int = 1, pro
     torch.manual_seed(config.seed)                                   # the initial weights: the same on every rank
     model = CIRModel(model_config).to(device)
     if device.type == 'cuda': model = model.to(memory_format=torch.channels_last)
+    if config.loss == 'oracle' and (world > 1 or data.valid_targets is None):
+        raise ValueError('--loss oracle needs the known valid targets of the synthetic data and one process; '
+                         f'{config.preset} with {world} process(es) has not them: use --loss infonce or uncertainty')
     net = distribute(model, device)
     optimizer = torch.optim.SGD(model.param_groups(config.lr, config.text_lr_scale), lr=config.lr,
                                 momentum=config.momentum, weight_decay=config.weight_decay)
@@ -248,11 +254,17 @@ def epoch_loader(run: Run, epoch: int, start: int = 0) -> torch.utils.data.DataL
 def take_step(run: Run, batch: dict, epoch: int, step: int) -> LossTerms:
     "`train_step` with this step's draws from its coordinates: dropout from (seed, epoch, step, rank), noise from (seed, epoch, step)."
     c, images = run.config, dict(memory_format=torch.channels_last) if run.device.type == 'cuda' else {}
+    valid = oracle_valid(run, batch['index'].tolist(), epoch) if c.loss == 'oracle' else None
     batch = {k: batch[k].to(run.device, non_blocking=True, **(images if k in ('reference', 'target') else {}))
              for k in ('reference', 'target', 'input_ids', 'attention_mask')}
     torch.manual_seed(derive_seed(c.seed, 'model', epoch, step, run.rank))
     noise = torch.Generator().manual_seed(derive_seed(c.seed, 'noise', epoch, step))
-    return train_step(run.net, batch, run.criterion, run.optimizer, epoch, c.epochs, step, noise, run.amp_dtype)
+    return train_step(run.net, batch, run.criterion, run.optimizer, epoch, c.epochs, step, noise, run.amp_dtype, valid)
+
+def oracle_valid(run: Run, indices: list, epoch: int) -> torch.Tensor:
+    "(B, B) bool on the device: which of the batch's targets fit which of its queries (the synthetic data knows)."
+    triplets = run.data.epoch_triplets(epoch, run.config.seed)
+    return torch.as_tensor(run.data.valid_targets([triplets[i] for i in indices]), device=run.device)
 
 # %% ../nbs/05_train.ipynb #07c42e31
 def save_last(run: Run, p: Progress):
@@ -288,13 +300,58 @@ def train_epoch(run: Run, p: Progress, epoch: int):
         if c.checkpoint_every and p.step % c.checkpoint_every == 0 and p.step < total:
             save_last(run, p); run.say(f'epoch {epoch + 1}/{c.epochs}: step {p.step}/{total}, checkpoint written')
     if p.steps == 0: raise RuntimeError(f'epoch {epoch}: no batch could be trained (all had unreadable images)')
+    if run.rank == 0: p.pull = measure_pull(run, epoch)
+
+# %% ../nbs/05_train.ipynb #79424115
+def _eval_batch(run: Run, triplets: list) -> dict | None:
+    "`triplets` as one batch on the device, with the evaluation transforms; None when fewer than two are readable."
+    items = TripletDataset(triplets, run.data.images, run.data.eval_transform())
+    batch = Collate(run.tokenizer)([items[i] for i in range(len(items))])
+    if batch['size'] < 2: return None
+    return {**{k: batch[k].to(run.device) for k in ('reference', 'target', 'input_ids', 'attention_mask')},
+            'kept': [triplets[i] for i in batch['index'].tolist()]}     # the readable ones, in the batch's order
+
+def _features(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    "f_s, f_t of a batch in evaluation mode, without gradient, in float32."
+    run.model.eval()
+    with torch.no_grad(), torch.autocast(run.device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+        query, target = run.model(batch['reference'], batch['input_ids'], batch['attention_mask'], batch['target'])
+    run.model.train()
+    return query.float(), target.float()
+
+def measure_pull(run: Run, epoch: int) -> dict:
+    "`grad_ratio`, `grad_coarse`, `grad_fine`, `coef_u`, `coef_info` of the run's loss on the first `batch_size` training triplets."
+    c = run.config
+    batch = _eval_batch(run, list(run.data.train[:c.batch_size]))
+    if batch is None: return {}
+    query, target = _features(run, batch)
+    valid = torch.as_tensor(run.data.valid_targets(batch['kept']), device=run.device) if c.loss == 'oracle' else None
+    norms = gradient_norms(run.criterion, query, target, epoch, c.epochs,
+                           torch.Generator().manual_seed(derive_seed(c.seed, 'pull', epoch)), valid)
+    gamma, s = norms['gamma'], norms.get('log_var', math.nan)
+    return {'grad_ratio': norms['grad_ratio'], 'grad_coarse': norms['grad_coarse'], 'grad_fine': norms['grad_fine'],
+            'coef_u': gamma * math.exp(-s) / 2 if c.loss == 'uncertainty' else 0., 'coef_info': 1 - gamma}
+
+def infonce_by_granularity(run: Run, max_triplets: int = 1024) -> dict:
+    "Mean per-sample InfoNCE (Eq. 2, unmasked) of the first `max_triplets` training triplets, by granularity, in batches of `batch_size`."
+    c, sums = run.config, {}
+    triplets = list(run.data.train[:max_triplets])
+    for start in range(0, len(triplets) - c.batch_size + 1, c.batch_size):
+        batch = _eval_batch(run, triplets[start:start + c.batch_size])
+        if batch is None: continue
+        query, target = _features(run, batch)
+        losses = F.cross_entropy(query @ target.T, torch.arange(len(query), device=query.device), reduction='none')
+        for t, loss in zip(batch['kept'], losses.tolist()):
+            total, n = sums.get(t.granularity or 'all', (0., 0)); sums[t.granularity or 'all'] = (total + loss, n + 1)
+    return {g: total / n for g, (total, n) in sums.items()}
 
 # %% ../nbs/05_train.ipynb #603a82ae
 def evaluate_epoch(run: Run, p: Progress, epoch: int, started: float):
     "Evaluate on the selection split (rank 0); keep best.pt when mean R@10 improves; write last.pt, metrics.csv, curves."
     c, (split, protocol) = run.config, run.selection
     row = {'epoch': epoch, 'lr': run.optimizer.param_groups[0]['lr'], **{k: v / p.steps for k, v in p.sums.items()},
-           'gamma': gamma_at(epoch, c.epochs, c.gamma0) if c.loss == 'uncertainty' else 0., 'skipped_images': p.skipped}
+           'gamma': gamma_at(epoch, c.epochs, c.gamma0) if c.loss == 'uncertainty' else 0., 'skipped_images': p.skipped,
+           **p.pull}
     p.epoch, p.step, p.sums, p.steps = epoch + 1, 0, {}, 0
     if run.rank == 0:
         run.say(f'epoch {epoch + 1}/{c.epochs}: evaluating on {split}/{protocol}')
@@ -347,7 +404,8 @@ def final_evaluation(run: Run, p: Progress) -> dict:
         results = {'preset': run.config.preset, 'loss': run.config.loss, 'best_epoch': p.best['epoch'],
                    'selected_on': f'{split}/{protocol} mean R@10 (the released code selects on the split it reports)',
                    'skipped_images': p.skipped, 'results': {k: r.as_dict() for k, r in final.items()},
-                   'sets': {f'{e.split}/{e.category}/{e.protocol}': e.summary() for e in run.data.evals}}
+                   'sets': {f'{e.split}/{e.category}/{e.protocol}': e.summary() for e in run.data.evals},
+                   'train_infonce': infonce_by_granularity(run)}
         write_json(run.out/'results.json', results)
     barrier()
     return results
