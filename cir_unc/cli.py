@@ -44,7 +44,7 @@ def train_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         if f.name in ('preset', 'model', 'data'): continue
         flag, default = '--' + f.name.replace('_', '-'), getattr(defaults, f.name)
-        if f.name == 'loss': p.add_argument(flag, choices=MultiGrainedLoss.losses, default=None, help='uncertainty (Eq. 4) or the InfoNCE baseline')
+        if f.name == 'loss': p.add_argument(flag, choices=MultiGrainedLoss.losses, default=None, help='uncertainty (Eq. 4), the InfoNCE baseline, or the oracle (synthetic data only: InfoNCE without the batch\'s other valid targets)')
         elif f.name == 'noise_variant': p.add_argument(flag, choices=('paper', 'released'), default=None)
         elif f.name == 'decay_epochs': p.add_argument(flag, type=int, nargs='*', default=None)
         elif f.name == 'data_root': p.add_argument(flag, default=None, help='the dataset folder (see data/README.md)')

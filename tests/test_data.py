@@ -150,3 +150,42 @@ def test_synthetic_small_and_deterministic(tmp_path):
             if e.protocol == 'single': assert q.hits == {q.target_index}
     batch = Collate(a.tokenizer)([a.train_dataset()[i] for i in range(4)])
     assert batch['input_ids'].shape[0] == 4 and (batch['input_ids'] < a.tokenizer.vocab_size).all()
+
+def _split(**knobs):
+    from cir_unc.data import _make_split
+    return _make_split(SyntheticConfig(image_size=16, train_images=600, train_triplets=400, **knobs), 'train')
+
+def test_coarse_free_leaves_the_free_attributes_free():
+    "A coarse caption at coarse_free=2 never names pattern or length; its valid targets vary there; fine captions name every change."
+    from cir_unc.data import ATTRIBUTES, FREE_ORDER, _A
+    split = _split(hues=8, patterns=4, coarse_free=2)
+    free = [_A[n] for n in FREE_ORDER[:2]]
+    words = {w for n in FREE_ORDER[:2] for w in ATTRIBUTES[n]} | {'pattern', 'plain', 'longer', 'shorter', 'length'}
+    coarse = [t for t in split.triplets if t.granularity == 'coarse']
+    assert coarse and not any(set(t.text.replace(',', '').split()) & words - {'shorter', 'longer'} for t in coarse)
+    assert not any(t.text.endswith(('is longer', 'is shorter')) or 'is longer,' in t.text or 'is shorter,' in t.text
+                   or 'is longer and' in t.text or 'is shorter and' in t.text for t in coarse)
+    p = split.position()
+    varied = set()
+    for t in coarse:
+        fits = split.hits(t)
+        assert fits[p[t.target]] and not fits[p[t.reference]]               # the labelled target fits, the reference does not
+        varied |= {a for a in free if len(set(split.attributes[fits, a])) > 1}
+    assert varied == set(free)
+    fine = [t for t in split.triplets if t.granularity == 'fine']
+    assert all(split.hits(t).sum() == (split.attributes == split.attributes[p[t.target]]).all(1)[split.categories == split.categories[p[t.target]]].sum()
+               for t in fine[:50])                                          # fine: exactly the target's combination
+
+def test_the_default_data_keeps_its_vocabulary_and_space():
+    "hues=5, patterns=3, coarse_free=0 are the defaults: the words and the attribute space of the first testbed."
+    from cir_unc.data import synthetic_tokenizer
+    assert SyntheticConfig().sizes() == [5, 3, 3, 3, 3] and SyntheticConfig().free() == ()
+    small, large = synthetic_tokenizer(), synthetic_tokenizer(SyntheticConfig(hues=8, patterns=4))
+    assert large.vocab_size == small.vocab_size + 4                         # orange, pink, teal, checks
+    split = _split(hues=8, patterns=4)
+    assert split.attributes[:, 0].max() == 7 and split.attributes[:, 2].max() == 3
+
+def test_false_negative_rate_grows_with_the_knob():
+    from cir_unc.data import ambiguity
+    rates = [ambiguity(_split(hues=8, patterns=4, coarse_free=f))['false_negatives_coarse'] for f in (0, 2)]
+    assert rates[0] < rates[1]

@@ -15,7 +15,7 @@ def test_run_config_maps_every_knob(tmp_path):
     settings = run_settings('uncertainty', 2, dropout=0.2, w1=0.5, w2=2., gamma0=5., coarse_fraction=0.8, noise_variant='released')
     c = run_config(settings, tmp_path/'run', BUDGET, data_root=tmp_path)
     assert (c.loss, c.seed, c.dropout, c.w1, c.w2, c.gamma0, c.noise_variant) == ('uncertainty', 2, 0.2, 0.5, 2., 5., 'released')
-    assert c.data['synthetic'] == {'train_triplets': BUDGET['train_triplets'], 'coarse_fraction': 0.8}
+    assert c.data['synthetic'] == {'train_triplets': BUDGET['train_triplets'], 'coarse_fraction': 0.8, 'coarse_free': 0}
     assert (c.epochs, c.decay_epochs, c.preset) == (BUDGET['epochs'], tuple(BUDGET['decay_epochs']), 'synthetic')
 
 def test_shared_runs_are_the_same_folder():
@@ -35,3 +35,37 @@ def test_headline_pairs_runs_by_seed(tmp_path):
     table = headline(tmp_path/'main.csv', {'single/all/R@10': 'R@10'})
     assert '5 epochs on 2,400 triplets, mean ± sd of 3 seeds' in table
     assert table.splitlines()[-1] == '| R@10 | 55.0 ± 5.0 | 58.0 ± 4.6 | +3.0 (+0.5 to +5.5) |'   # 3 ± 4.303·1/√3
+
+def test_the_sweep_has_five_seeds_of_three_methods_at_three_settings():
+    from cir_unc.experiments import TESTBED_BUDGET, METHODS
+    runs = EXPERIMENTS['ambiguity'][1]
+    cells = {(s['loss'], s.get('coarse_free', 0)) for s in runs}
+    assert len(cells) == 9 and {m for m, _ in cells} == set(METHODS) and len({f for _, f in cells}) >= 3
+    assert all(sum((s['loss'], s.get('coarse_free', 0)) == cell for s in runs) >= 5 for cell in cells)
+    assert len({run_dir_name(s, TESTBED_BUDGET) for s in runs}) == len(runs)           # one folder each
+    assert all(run_dir_name(s, TESTBED_BUDGET).endswith('_testbed') for s in runs)
+    c = run_config(run_settings('oracle', 3, coarse_free=2), 'x', TESTBED_BUDGET)
+    assert (c.loss, c.data['synthetic']['coarse_free'], c.data['synthetic']['hues'], c.model['cnn_stem']) == ('oracle', 2, 8, 'patch')
+
+def test_table3_on_the_testbed_shares_the_sweeps_runs():
+    from cir_unc.experiments import TESTBED_BUDGET
+    sweep = {run_dir_name(s, TESTBED_BUDGET) for s in EXPERIMENTS['ambiguity'][1]}
+    table3 = [run_dir_name(s, TESTBED_BUDGET) for s in EXPERIMENTS['dropout_testbed'][1]]
+    assert sum(name in sweep for name in table3) == 6                   # baseline and ours, seeds 0-2: trained once
+
+def test_sweep_gains_pair_each_method_with_the_baseline_by_seed(tmp_path):
+    "Made-up rows: at setting 2 ours gains 1, 2, 3 on three seeds (interval above zero), the oracle 0, ±1 (no difference)."
+    from cir_unc.experiments import sweep_gains, sweep_headline, verdict
+    lines = ['loss,seed,coarse_free,false_negatives,single/all/R@10,single/all/R@50']
+    for seed, (base, ours, oracle) in enumerate([(50, 51, 50), (40, 42, 41), (45, 48, 44)]):
+        lines += [f'infonce,{seed},2,1.7,{base},{base + 30}', f'uncertainty,{seed},2,1.7,{ours},{ours + 30}',
+                  f'oracle,{seed},2,1.7,{oracle},{oracle + 30}']
+    (tmp_path/'ambiguity.csv').write_text('\n'.join(lines) + '\n')
+    import pandas as pd
+    gains = sweep_gains(pd.read_csv(tmp_path/'ambiguity.csv'), {'single/all/R@10': 'R@10'})
+    ours = gains[gains.method == 'uncertainty'].iloc[0]
+    assert (ours['n'], ours['mean'], ours['false_negatives']) == (3, 2.0, 1.7)
+    assert abs(ours['low'] - (2 - 4.303 / 3 ** 0.5)) < 1e-2                       # sd 1, t(2) = 4.303
+    assert 'higher' in verdict(1, 0.2, 1.8, 3) and 'no difference detected at n = 3' in verdict(0, -1, 1, 3)
+    table = sweep_headline(tmp_path/'ambiguity.csv')
+    assert '| pattern, length | 1.70 | 45.0 ± 5.0 | +2.0 (' in table and 'n = 3 seeds' in table

@@ -83,7 +83,10 @@ def test_run_directory(reference):
         assert (run_dir/f).exists(), f
     rows = list(csv.DictReader(open(run_dir/'metrics.csv')))
     assert len(rows) == 2 and {'lr', 'gamma', 'loss', 'loss_u', 'loss_info', 'log_var', 'seconds'} <= set(rows[0])
+    assert {'grad_ratio', 'grad_coarse', 'grad_fine', 'coef_u', 'coef_info'} <= set(rows[0])       # the mechanism, per epoch
+    assert float(rows[0]['coef_info']) == pytest.approx(1 - float(rows[0]['gamma'])) and float(rows[0]['grad_ratio']) > 0
     results = json.loads((run_dir/'results.json').read_text())
+    assert set(results['train_infonce']) == {'coarse', 'fine'} and all(v > 0 for v in results['train_infonce'].values())
     assert 'val/single mean R@10' in results['selected_on'] and results['best_epoch'] in (0, 1)
     assert any(k.startswith('test/') for k in results['results'])
 
@@ -209,3 +212,18 @@ def test_nan_stops_with_epoch_and_step(reference, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cli([*TINY, '--epochs', '1', '--lr', '1e12', '--data-root', str(reference['data']), '--out', str(tmp_path/'run')])
     assert 'at epoch 0, step' in capsys.readouterr().err
+
+def test_oracle_trains_on_synthetic_data_only(reference, tmp_path, monkeypatch, capsys):
+    "The oracle masks the batch's other valid targets; a dataset that does not know them is refused with the reason."
+    train_cli([*TINY, '--epochs', '1', '--loss', 'oracle', '--data-root', str(reference['data']), '--out', str(tmp_path/'oracle')])
+    rows = list(csv.DictReader(open(tmp_path/'oracle'/'metrics.csv')))
+    assert rows[0]['gamma'] == '0.0' and float(rows[0]['grad_ratio']) > 0
+    assert float(rows[0]['loss']) <= float(rows[0]['loss_info'])      # fewer negatives in the softmax: never a higher loss
+    import cir_unc.train as train_module
+    real = train_module.build_data
+    def without_ground_truth(config):
+        data = real(config); data.valid_targets = None; return data
+    monkeypatch.setattr(train_module, 'build_data', without_ground_truth)
+    with pytest.raises(SystemExit) as exit:
+        train_cli([*TINY, '--epochs', '1', '--loss', 'oracle', '--data-root', str(reference['data']), '--out', str(tmp_path/'refused')])
+    assert 'known valid targets' in str(exit.value.code) + capsys.readouterr().err
