@@ -302,7 +302,7 @@ def train_epoch(run: Run, p: Progress, epoch: int):
     if p.steps == 0: raise RuntimeError(f'epoch {epoch}: no batch could be trained (all had unreadable images)')
     if run.rank == 0: p.pull = measure_pull(run, epoch)
 
-# %% ../nbs/05_train.ipynb #ec50a2a6
+# %% ../nbs/05_train.ipynb #f70f485c
 def _eval_batch(run: Run, triplets: list) -> dict | None:
     "`triplets` as one batch on the device, with the evaluation transforms; None when fewer than two are readable."
     items = TripletDataset(triplets, run.data.images, run.data.eval_transform())
