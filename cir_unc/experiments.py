@@ -71,8 +71,9 @@ def sweep_gains(frame,                          # rows of ambiguity.csv
     rows = []
     for free, group in frame.groupby('coarse_free'):
         for method in methods:
-            pair = group[group.loss.isin([method, baseline])]
-            if pair.loss.nunique() < 2 or pair.seed.nunique() < 2: continue
+            seeds = set(group[group.loss == method].seed) & set(group[group.loss == baseline].seed)   # seeds with both runs
+            if len(seeds) < 2: continue
+            pair = group[group.loss.isin([method, baseline]) & group.seed.isin(seeds)]
             d = paired_differences(pair, list(metrics), level, ours=method, baseline=baseline)
             for metric, r in d.iterrows():
                 rows.append({'coarse_free': free, 'false_negatives': group.false_negatives.mean(), 'method': method,
@@ -80,11 +81,10 @@ def sweep_gains(frame,                          # rows of ambiguity.csv
                              'mean': r['mean'], 'low': r['low'], 'high': r['high']})
     return pd.DataFrame(rows, columns=['coarse_free', 'false_negatives', 'method', 'metric', 'n', 'mean', 'low', 'high'])
 
-def verdict(mean: float, low: float, high: float, n: int) -> str:
+def verdict(mean: float, low: float, high: float, n: int, digits: int = 1) -> str:
     "How a paired difference reads: its sign where the interval excludes zero, else 'no difference detected at n = …'."
-    if low > 0: return f'{mean:+.1f} ({low:+.1f} to {high:+.1f}): higher'
-    if high < 0: return f'{mean:+.1f} ({low:+.1f} to {high:+.1f}): lower'
-    return f'{mean:+.1f} ({low:+.1f} to {high:+.1f}): no difference detected at n = {n}'
+    numbers = f'{mean:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f})'
+    return f'{numbers}: ' + ('higher' if low > 0 else 'lower' if high < 0 else f'no difference detected at n = {n}')
 
 def sweep_headline(path=None, metrics=('single/all/R@10', 'single/all/R@50')) -> str:
     "Markdown table of the testbed: per setting, the measured false negatives, the baseline's recall and each method's paired gain."
@@ -227,6 +227,9 @@ EXPERIMENTS = {  # name → (what it reproduces, its runs[, its own budget])
     'dropout_testbed': ('Table 3 on the testbed (coarse_free = 2): baseline, baseline + dropout 0.2 / 0.5, ours; three seeds',
                         [run_settings(loss, seed, coarse_free=2, dropout=p) for seed in SEEDS
                          for loss, p in [('infonce', 0.), ('infonce', 0.2), ('infonce', 0.5), ('uncertainty', 0.)]], TESTBED_BUDGET),
+    'gamma0_testbed': ('Table 5 on the testbed (coarse_free = 2): ours at γ0 = 0.5, 1, 2, 5 and the baseline (γ0 = ∞); three seeds',
+                       [s for seed in SEEDS for s in [run_settings('uncertainty', seed, coarse_free=2, gamma0=g) for g in (0.5, 1., 2., 5.)]
+                        + [run_settings('infonce', seed, coarse_free=2)]], TESTBED_BUDGET),
 }
 
 # %% ../nbs/09_experiments.ipynb #a6a9aeb1
