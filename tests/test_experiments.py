@@ -69,3 +69,19 @@ def test_sweep_gains_pair_each_method_with_the_baseline_by_seed(tmp_path):
     assert 'higher' in verdict(1, 0.2, 1.8, 3) and 'no difference detected at n = 3' in verdict(0, -1, 1, 3)
     table = sweep_headline(tmp_path/'ambiguity.csv')
     assert '| pattern, length | 1.70 | 45.0 ± 5.0 | +2.0 (' in table and 'n = 3 seeds' in table
+
+def test_two_jobs_train_side_by_side_and_a_second_call_skips_them(tmp_path, monkeypatch):
+    "The --jobs path: worker processes train the runs, the parent writes each row; the second call trains nothing."
+    import csv
+    from cir_unc import experiments
+    tiny = dict(tag='tiny', epochs=1, decay_epochs=(), train_triplets=64,
+                data=dict(hues=8, patterns=4, train_images=160, val_images=90, test_images=90, val_triplets=30, test_triplets=30,
+                          image_size=32),
+                train=dict(model={'cnn_widths': [8, 16, 32], 'text_width': 32, 'text_dim': 32, 'embed_dim': 32, 'cnn_stem': 'patch'}))
+    monkeypatch.setitem(experiments.EXPERIMENTS, 'pair', ('two runs', [run_settings(loss, 0, coarse_free=1) for loss in ('infonce', 'oracle')], tiny))
+    logged = []
+    rows = experiments.run_experiment('pair', tmp_path/'exp', data_root=tmp_path/'data', jobs=2, log=logged.append)
+    assert [r['loss'] for r in rows] == ['infonce', 'oracle'] and all(r['false_negatives'] >= 0 for r in rows)
+    assert len(list(csv.DictReader(open(tmp_path/'exp'/'pair.csv')))) == 2
+    again = experiments.run_experiment('pair', tmp_path/'exp', data_root=tmp_path/'data', jobs=2, log=logged.append)
+    assert again == rows and sum('skipped' in line for line in logged) == 2
