@@ -274,12 +274,13 @@ class SyntheticSplit:
         "image id → row"
         if getattr(self, '_position', None) is None: self._position = {k: i for i, k in enumerate(self.ids)}
         return self._position
-    def hits(self, triplet: Triplet) -> np.ndarray:
-        "(N,) bool: the images of this split that are valid targets of `triplet` (same category, every clause met)."
+    def hits(self, triplet: Triplet, rows: np.ndarray | None = None) -> np.ndarray:
+        "(N,) bool: the images of this split (or only those at `rows`) that are valid targets of `triplet`: same category, every clause met."
         position = self.position()
+        rows = slice(None) if rows is None else rows
         r, t = self.attributes[position[triplet.reference]], self.attributes[position[triplet.target]]
-        return (self.categories == CATEGORIES.index(triplet.category)) & consistent(
-            self.attributes, clauses(r, t, triplet.granularity, self.free))
+        return (self.categories[rows] == CATEGORIES.index(triplet.category)) & consistent(
+            self.attributes[rows], clauses(r, t, triplet.granularity, self.free))
 
 # %% ../nbs/00_data.ipynb #ad195f72
 SPLITS = ('train', 'val', 'test')
@@ -365,7 +366,7 @@ def valid_matrix(split: SyntheticSplit, triplets: Sequence[Triplet]) -> np.ndarr
     "(B, B) bool: [i, j] is True where the target of triplet j is a valid target of triplet i (so the diagonal always is)."
     position = split.position()
     rows = np.array([position[t.target] for t in triplets])
-    return np.stack([split.hits(t)[rows] for t in triplets])
+    return np.stack([split.hits(t, rows) for t in triplets])
 
 def ambiguity(train: SyntheticSplit,          # the split whose triplets are batched in training
               gallery: SyntheticSplit | None = None, # the split whose images are searched (hit-set sizes); None: `train`

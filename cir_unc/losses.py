@@ -18,14 +18,15 @@ from .augment import FeatureAugmenter, upcast, std_mean
 def info_nce(query: Tensor,  # (B, D) composed features f_s
              target: Tensor, # (B, D) target features f_t (or f̂_t); row i is the positive of query i
              ignore: Tensor | None = None, # (B, B) bool: negatives to leave out (the oracle: other valid targets); diagonal ignored
-            ) -> Tensor:     # scalar: mean cross-entropy over the batch
+             reduction: str = 'mean', # 'none': one value per query
+            ) -> Tensor:     # scalar: mean cross-entropy over the batch (or (B,) per query)
     "Eq. 2: mean cross-entropy of `query @ target.T` with the diagonal as the positives."
     logits = query @ target.T                                   # κ(f_s^i, f_t^j): (B, B)
     if ignore is not None:                                      # a left-out negative gets no probability mass
         ignore = ignore & ~torch.eye(len(query), dtype=torch.bool, device=query.device)
         logits = logits.masked_fill(ignore, -math.inf)
     labels = torch.arange(len(query), device=query.device)      # the positive of row i is column i
-    return F.cross_entropy(upcast(logits), labels)              # softmax in float32 at least, also under bf16/fp16
+    return F.cross_entropy(upcast(logits), labels, reduction=reduction)   # softmax in float32 at least, also under bf16/fp16
 
 # %% ../nbs/02_losses.ipynb #32225e87
 def released_log_var(target_hat: Tensor) -> Tensor:
@@ -104,8 +105,10 @@ class MultiGrainedLoss(nn.Module):
         if self.loss in ('infonce', 'oracle'):
             if self.loss == 'oracle' and valid is None:
                 raise ValueError("the oracle needs each batch's valid targets (`valid`): only the synthetic data knows them")
-            info = info_nce(query, target)
-            total = info_nce(query, target, ignore=valid) if self.loss == 'oracle' else info
+            if self.loss == 'oracle':
+                total = info_nce(query, target, ignore=valid)
+                with torch.no_grad(): info = info_nce(query, target)      # the unmasked InfoNCE, for the log only
+            else: total = info = info_nce(query, target)
             nan = torch.full((), math.nan, device=info.device)
             return LossTerms(total, info.detach(), nan, nan, 0.)
         gamma = gamma_at(epoch, total_epochs, self.gamma0)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
-import torch.nn.functional as F
 from tqdm import tqdm
-from .losses import MultiGrainedLoss, LossTerms, gamma_at, gradient_norms
+from .losses import MultiGrainedLoss, LossTerms, gamma_at, gradient_norms, info_nce
 from .data import SyntheticConfig, Collate, WordTokenizer, TripletDataset
 from .datasets import load_dataset
 from .model import CIRModel, ModelConfig
@@ -254,17 +253,19 @@ def epoch_loader(run: Run, epoch: int, start: int = 0) -> torch.utils.data.DataL
 def take_step(run: Run, batch: dict, epoch: int, step: int) -> LossTerms:
     "`train_step` with this step's draws from its coordinates: dropout from (seed, epoch, step, rank), noise from (seed, epoch, step)."
     c, images = run.config, dict(memory_format=torch.channels_last) if run.device.type == 'cuda' else {}
-    valid = oracle_valid(run, batch['index'].tolist(), epoch) if c.loss == 'oracle' else None
+    if c.loss == 'oracle':
+        triplets = run.data.epoch_triplets(epoch, c.seed)
+        valid = oracle_valid(run, [triplets[i] for i in batch['index'].tolist()])
+    else: valid = None
     batch = {k: batch[k].to(run.device, non_blocking=True, **(images if k in ('reference', 'target') else {}))
              for k in ('reference', 'target', 'input_ids', 'attention_mask')}
     torch.manual_seed(derive_seed(c.seed, 'model', epoch, step, run.rank))
     noise = torch.Generator().manual_seed(derive_seed(c.seed, 'noise', epoch, step))
     return train_step(run.net, batch, run.criterion, run.optimizer, epoch, c.epochs, step, noise, run.amp_dtype, valid)
 
-def oracle_valid(run: Run, indices: list, epoch: int) -> torch.Tensor:
+def oracle_valid(run: Run, triplets: list) -> torch.Tensor:
     "(B, B) bool on the device: which of the batch's targets fit which of its queries (the synthetic data knows)."
-    triplets = run.data.epoch_triplets(epoch, run.config.seed)
-    return torch.as_tensor(run.data.valid_targets([triplets[i] for i in indices]), device=run.device)
+    return torch.as_tensor(run.data.valid_targets(triplets), device=run.device)
 
 # %% ../nbs/05_train.ipynb #07c42e31
 def save_last(run: Run, p: Progress):
@@ -325,7 +326,7 @@ def measure_pull(run: Run, epoch: int) -> dict:
     batch = _eval_batch(run, list(run.data.train[:c.batch_size]))
     if batch is None: return {}
     query, target = _features(run, batch)
-    valid = torch.as_tensor(run.data.valid_targets(batch['kept']), device=run.device) if c.loss == 'oracle' else None
+    valid = oracle_valid(run, batch['kept']) if c.loss == 'oracle' else None
     norms = gradient_norms(run.criterion, query, target, epoch, c.epochs,
                            torch.Generator().manual_seed(derive_seed(c.seed, 'pull', epoch)), valid)
     gamma, s = norms['gamma'], norms.get('log_var', math.nan)
@@ -340,7 +341,7 @@ def infonce_by_granularity(run: Run, max_triplets: int = 1024) -> dict:
         batch = _eval_batch(run, triplets[start:start + c.batch_size])
         if batch is None: continue
         query, target = _features(run, batch)
-        losses = F.cross_entropy(query @ target.T, torch.arange(len(query), device=query.device), reduction='none')
+        losses = info_nce(query, target, reduction='none')
         for t, loss in zip(batch['kept'], losses.tolist()):
             total, n = sums.get(t.granularity or 'all', (0., 0)); sums[t.granularity or 'all'] = (total + loss, n + 1)
     return {g: total / n for g, (total, n) in sums.items()}
