@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = ['BOOL_FLAGS', 'train_parser', 'config_from_args', 'format_results', 'train_cli', 'load_trained', 'evaluate_checkpoint',
-           'eval_cli', 'summary_table', 'format_table', 'demo', 'demo_cli']
+           'eval_cli', 'side_by_side_threads', 'side_by_side', 'summary_table', 'format_table', 'demo', 'demo_cli']
 
 # %% ../nbs/08_commands.ipynb #3b32052f
-import argparse, dataclasses, json, math, sys, time
+import argparse, dataclasses, json, math, multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
+from queue import Empty
 from typing import Sequence
 from pathlib import Path
 import torch
@@ -148,6 +150,45 @@ def eval_cli(argv=None):
                         'results': {k: r.as_dict() for k, r in out['results'].items()}})
     print(f'written {target}')
 
+# %% ../nbs/08_commands.ipynb #a9e9df13
+_LOG_QUEUE = None                             # in a worker process: where its log lines go
+
+def _worker_start(queue, threads: int):
+    global _LOG_QUEUE
+    _LOG_QUEUE = queue; torch.set_num_threads(threads)
+
+def _call_logged(fn, kwargs: dict, name: str):
+    return fn(**kwargs, log=lambda line: _LOG_QUEUE.put(f'[{name}] {line}'))
+
+def side_by_side_threads(jobs: int) -> int:
+    "Torch threads of each of `jobs` processes side by side: the cores shared out."
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+def side_by_side(fn,                          # a module-level function (spawned processes import it) taking `log=`
+                 calls: dict,                 # name → keyword arguments of one call of `fn`
+                 jobs: int = 2,               # calls at once, each in its own spawned process with cores/jobs torch threads
+                 log=print,                   # where the calls' log lines go, prefixed with '[name] '
+                 done=lambda name, result: None, # called here as each call finishes
+                ) -> dict:
+    "name → `fn(**kwargs)` of every call, computed `jobs` at a time in separate processes."
+    ctx, results = multiprocessing.get_context('spawn'), {}
+    queue = ctx.Queue()
+    def drain():
+        while True:
+            try: log(queue.get_nowait())
+            except Empty: return
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start, initargs=(queue, side_by_side_threads(jobs))) as pool:
+        futures = {pool.submit(_call_logged, fn, kwargs, name): name for name, kwargs in calls.items()}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for future in finished:
+                name = futures[future]
+                results[name] = future.result(); done(name, results[name])
+    time.sleep(0.05); drain()                 # lines still in the queue's pipe
+    return {name: results[name] for name in calls}
+
 # %% ../nbs/08_commands.ipynb #9e8531b8
 def summary_table(runs: dict,                 # name → results (the dict `train` returns)
                   split: str = 'test', ks=(1, 10, 50)) -> list[dict]:
@@ -176,28 +217,47 @@ def format_table(rows: list[dict], runs: Sequence[str]) -> str:
                      + f'{row[runs[-1]] - row[runs[0]]:+12.2f}')
     return '\n'.join(lines)
 
+def _train_run(config: TrainConfig, log=print) -> dict:
+    "`train` a fresh run without progress bars (one of several side by side)."
+    return train(config, overwrite=True, progress=False, log=log)
+
 def demo(out: str = 'data/runs/demo', # the two runs go to OUT/infonce and OUT/uncertainty
-         progress: bool = True, **overrides) -> dict:
+         progress: bool = True,       # progress bars (only when the runs train one after the other)
+         jobs: int | None = None,     # runs trained at once; None: both side by side on a CPU with ≥ 2 cores, else one after the other
+         **overrides) -> dict:
     "Train the InfoNCE baseline and the uncertainty model on the synthetic preset; print and save the comparison."
-    runs, started, machine_info = {}, time.perf_counter(), machine()
+    started, machine_info = time.perf_counter(), machine()
+    configs = {loss: preset_config('synthetic', **{'loss': loss, 'out': f'{out}/{loss}', **overrides})
+               for loss in ('infonce', 'uncertainty')}
+    config = configs['infonce']
+    cores = os.cpu_count() or 1
+    if jobs is None: jobs = 2 if resolve_device(config.device).type == 'cpu' and cores >= 2 else 1
+    synthetic = SyntheticConfig(**config.data.get('synthetic', {}))
     print(f'machine: {machine_line(machine_info)}')
-    print(f'data: the synthetic preset ({SyntheticConfig().train_triplets:,} training triplets, '
-          f'{SyntheticConfig().coarse_fraction:.0%} coarse captions, {SyntheticConfig().image_size} px), the laptop model, '
-          f'{preset_config("synthetic", **overrides).epochs} epochs')
-    for loss in ('infonce', 'uncertainty'):
-        print(f'— training {loss} —')
-        runs[loss] = train(preset_config('synthetic', **{'loss': loss, 'out': f'{out}/{loss}', **overrides}),
-                           overwrite=True, progress=progress)
+    print(f'data: the synthetic preset ({synthetic.train_triplets:,} training triplets, {synthetic.coarse_fraction:.0%} coarse '
+          f'captions leaving {synthetic.coarse_free} attributes free, {synthetic.image_size} px), the laptop model, {config.epochs} epochs')
+    if jobs > 1:
+        print(f'the two runs train side by side, each in its own process with {side_by_side_threads(jobs)} torch thread(s)')
+        build_data(config)                    # generate and cache the data once, before two processes read it
+        runs = side_by_side(_train_run, {loss: {'config': c} for loss, c in configs.items()}, jobs)
+    else:
+        runs = {}
+        for loss, c in configs.items():
+            print(f'— training {loss} —')
+            runs[loss] = train(c, overwrite=True, progress=progress)
     rows = summary_table(runs)
-    print(f'\nsynthetic test split, mean over 3 categories (best epoch by val mean R@10), {time.perf_counter() - started:.0f}s in all')
+    seconds = time.perf_counter() - started
+    print(f'\nsynthetic test split, mean over 3 categories (best epoch by val mean R@10), {seconds:.0f}s in all')
     print(format_table(rows, list(runs)))
-    write_json(Path(out)/'demo.json', {'rows': rows, 'seconds': time.perf_counter() - started, 'machine': machine_info})
+    write_json(Path(out)/'demo.json', {'rows': rows, 'seconds': seconds, 'jobs': jobs, 'machine': machine_info})
     return {'runs': runs, 'rows': rows}
 
 def demo_cli(argv=None):
-    "`cir_unc_demo [--out DIR] [--epochs N]`: the baseline and the uncertainty model side by side."
+    "`cir_unc_demo [--out DIR] [--epochs N] [--jobs N]`: the baseline and the uncertainty model side by side."
     p = argparse.ArgumentParser('cir_unc_demo', description='Train InfoNCE and uncertainty regularization on the synthetic data; compare.')
     p.add_argument('--out', default='data/runs/demo'); p.add_argument('--epochs', type=int, default=None)
     p.add_argument('--seed', type=int, default=0); p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--jobs', type=int, default=None,
+                   help='runs trained at once (default: 2 on a CPU with at least 2 cores, each in its own process; 1: one after the other)')
     args = p.parse_args(argv)
-    demo(args.out, progress=not args.no_progress, seed=args.seed, **({'epochs': args.epochs} if args.epochs else {}))
+    demo(args.out, progress=not args.no_progress, jobs=args.jobs, seed=args.seed, **({'epochs': args.epochs} if args.epochs else {}))

@@ -11,14 +11,13 @@ __all__ = ['SWEEP_METRICS', 'HEADLINE', 'LOSSES', 'METHODS', 'SEEDS', 'DEFAULTS'
            'experiment_cli']
 
 # %% ../nbs/09_experiments.ipynb #c93410ca
-import argparse, csv, json, math, multiprocessing, os, time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import argparse, csv, json, math, time
 from pathlib import Path
 import numpy as np
 import torch
 from .train import preset_config, train
 from .runs import write_json, write_metrics_csv
-from .cli import summary_table, load_trained
+from .cli import summary_table, load_trained, side_by_side
 from .datasets import default_data_root
 from .metrics import topk_search, encode_gallery, encode_queries
 from .data import SyntheticConfig, make_synthetic, ambiguity, CATEGORIES, TESTBED, FREE_ORDER
@@ -258,11 +257,6 @@ def ensure_run(settings: dict, run_dir: Path, budget: dict = BUDGET, data_root=N
         write_json(record, {'stamp': stamp, 'train_seconds': time.perf_counter() - started, 'machine': machine_line()})
     return json.loads(record.read_text())
 
-def _train_in_worker(settings, run_dir, budget, data_root, device, threads) -> dict:
-    "`ensure_run` in a worker process with `threads` torch threads (several runs side by side)."
-    torch.set_num_threads(threads)
-    return ensure_run(settings, run_dir, budget, data_root, log=lambda *a: None, device=device)
-
 def data_stats(settings: dict, budget: dict, data_root=None) -> dict:
     "The measured ambiguity of a run's data: `false_negatives` (coarse queries, at the batch size), hit-set sizes on the test split."
     config = run_config(settings, Path('unused'), budget, data_root)
@@ -336,11 +330,8 @@ def run_experiment(name: str,                       # a key of EXPERIMENTS
         for run, settings in missing.items():
             save(run, ensure_run(settings, out/'runs'/run, budget, data_root, progress, lambda l: log(f'{name}: {l}'), device))
     else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
-            futures = {pool.submit(_train_in_worker, s, out/'runs'/run, budget, data_root, device, threads): run
-                       for run, s in missing.items()}
-            for future in as_completed(futures): save(futures[future], future.result())
+        side_by_side(ensure_run, {run: dict(settings=s, run_dir=out/'runs'/run, budget=budget, data_root=data_root, device=device)
+                                  for run, s in missing.items()}, jobs, log=lambda l: log(f'{name}: {l}'), done=save)
     return [rows[r] for r in todo if r in rows]
 
 def experiment_cli(argv=None):
