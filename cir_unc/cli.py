@@ -237,7 +237,8 @@ def demo(out: str = 'data/runs/demo', # the two runs go to OUT/infonce and OUT/u
     print(f'data: the synthetic preset ({synthetic.train_triplets:,} training triplets, {synthetic.coarse_fraction:.0%} coarse '
           f'captions leaving {synthetic.coarse_free} attributes free, {synthetic.image_size} px), the laptop model, {config.epochs} epochs')
     if jobs > 1:
-        print(f'the two runs train side by side, each in its own process with {side_by_side_threads(jobs)} torch thread(s)')
+        threads = side_by_side_threads(jobs)
+        print(f'the two runs train side by side, each in its own process with {threads} torch thread{"s" * (threads > 1)}')
         build_data(config)                    # generate and cache the data once, before two processes read it
         runs = side_by_side(_train_run, {loss: {'config': c} for loss, c in configs.items()}, jobs)
     else:

@@ -62,7 +62,8 @@ class TrainConfig:
 
 # %% ../nbs/05_train.ipynb #12a256b5
 PRESETS = {
-    # laptop: the synthetic data, a small model trained from scratch (so the text encoder at the full lr), ~2 min per run on 2 cores
+    # laptop: the synthetic data, a small model trained from scratch (so the text encoder at the full lr); the demo trains
+    # two such runs side by side in under two minutes on a 2-core CPU
     'synthetic':   dict(epochs=6, batch_size=32, lr=0.01, text_lr_scale=1., warmup_epochs=1, warmup_start=0.1, decay_epochs=(4,),
                         checkpoint_every=50),
     # the released code: SGD 0.9, wd 5e-5, 60 epochs, 5 warm-up epochs from 0.01·lr, ×0.1 at epochs 35 and 42, batch 32,
