@@ -177,8 +177,10 @@ def test_fetch_report_agreement_and_resume(server, tmp_path):
 def test_interrupted_run_leaves_no_partial_file_and_continues(server, tmp_path):
     root = tmp_path/'fashioniq'
     server.faults = {a: 'stall' for a in ('A3', 'A4', 'shirt_A3', 'toptee_A3')}     # mid-body when the signal comes
+    # Ctrl-C's default action in the child even when this test runs in a background job, whose shell starts it ignored
     proc = subprocess.Popen(script('cir_unc_get_data') + get_args(server, root, Retry(0, 0.05, 0.1, 2.0), workers=2),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not any(image_requests(server)[a] for a in server.faults) and time.time() < deadline: time.sleep(0.05)
     time.sleep(0.3)
