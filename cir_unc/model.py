@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
+from .clip import CLIPImageEncoder, CLIPTextEncoder, Combiner, missing_pretrained   # CLIP's encoders: nbs/14_clip.ipynb
 
 # %% ../nbs/03_model.ipynb #0a12b3b8
 @dataclass
@@ -158,7 +159,6 @@ def build_image_encoder(config: ModelConfig) -> nn.Module:
     if config.image_encoder == 'resnet50':
         return resnet50_backbone(config.image_weights, config.layer4_stride1, config.local_files_only)
     if config.image_encoder == 'clip':
-        from cir_unc.clip import CLIPImageEncoder          # imported here: cir_unc.clip imports this module
         return CLIPImageEncoder.from_config(config)
     return SmallCNN(config.cnn_widths, config.cnn_stem)
 
@@ -193,11 +193,7 @@ class HFTextEncoder(nn.Module):
         else:
             try: self.model = AutoModel.from_pretrained(name, local_files_only=local_files_only)
             except (OSError, ValueError) as e:
-                raise FileNotFoundError(
-                    f'Text encoder {name!r} not found as a local folder or in the Hugging Face cache ({type(e).__name__}: '
-                    f'{str(e).splitlines()[0] if str(e) else ""}). Get it on a machine with internet access with '
-                    f'`hf download {name}` (or `huggingface-cli download {name}`) and copy the cache (HF_HOME), or pass a '
-                    f'local folder holding config.json and model.safetensors (or pytorch_model.bin).') from e
+                raise missing_pretrained('Text encoder', name, e, 'config.json and model.safetensors (or pytorch_model.bin)') from e
         if getattr(self.model, 'pooler', None) is not None: self.model.pooler = None   # unused: its weights would get no gradient
         self.width = self.model.config.hidden_size
 
@@ -320,12 +316,10 @@ class CIRModel(nn.Module):
         self.config = config
         self.image_encoder = build_image_encoder(config)
         if config.text_encoder == 'clip':
-            from cir_unc.clip import CLIPTextEncoder
             self.text_encoder = CLIPTextEncoder.from_config(config)
         else: self.text_encoder = TextEncoder(config)
         C, T = self.image_encoder.out_channels, getattr(self.text_encoder, 'out_dim', config.text_dim)
         if config.compositor == 'combiner':
-            from cir_unc.clip import Combiner
             self.compositor = Combiner(C, T, config.compositor_dim)
         else: self.compositor = (ContentStyleCompositor(C, T, config.heads, config.compositor_dim)
                                  if config.compositor == 'content_style' else GatedResidualCompositor(C, T))

@@ -25,6 +25,7 @@ from .metrics import evaluate_sets, flat_recalls, mean_recall
 from .runs import (derive_seed, SeededSamples, set_deterministic, save_checkpoint, load_checkpoint, load_last_good,
                           lock_run_dir, prepare_run_dir, write_metrics_csv, write_json, plot_curves)
 from .distributed import GlobalBatchSampler, gather_with_grad, setup_distributed, distribute, any_rank, barrier
+from .clip import missing_pretrained
 
 # %% ../nbs/05_train.ipynb #80fc40a0
 @dataclass
@@ -161,9 +162,7 @@ def build_tokenizer(model_config: ModelConfig, data):
     try:
         return AutoTokenizer.from_pretrained(name, local_files_only=model_config.local_files_only)
     except OSError as e:
-        raise OSError(f'cannot load the tokenizer of {name!r}: it is neither a local folder nor in the '
-                      f'Hugging Face cache, and could not be downloaded. Run once with internet access, or pass a local '
-                      f'folder with --model text_encoder=PATH.') from e
+        raise missing_pretrained('Tokenizer', name, e, 'its tokenizer files (then --model text_encoder=PATH)') from e
 
 # %% ../nbs/05_train.ipynb #83e8797a
 def check_config(config: TrainConfig):
@@ -330,7 +329,7 @@ def measure_pull(run: Run, epoch: int) -> dict:
     valid = oracle_valid(run, batch['kept']) if c.loss == 'oracle' else None
     norms = gradient_norms(run.criterion, query, target, epoch, c.epochs,
                            torch.Generator().manual_seed(derive_seed(c.seed, 'pull', epoch)), valid)
-    gamma, s = norms['gamma'], norms.get('log_var', math.nan)
+    gamma, s = norms['gamma'], norms['log_var']
     return {'grad_ratio': norms['grad_ratio'], 'grad_coarse': norms['grad_coarse'], 'grad_fine': norms['grad_fine'],
             'coef_u': gamma * math.exp(-s) / 2 if c.loss == 'uncertainty' else 0., 'coef_info': 1 - gamma}
 
