@@ -34,12 +34,13 @@ def released_log_var(target_hat: Tensor) -> Tensor:
 
 def uncertainty_loss(query: Tensor,      # (B, D) composed features f_s
                      target_hat: Tensor, # (B, D) augmented target features f̂_t
-                     log_var: Tensor | float | None = None, # s = log σ²; None: std of all of `target_hat`, as the released code
+                     log_var: Tensor | float | None = None, # s = log σ²: a scalar, or (B,) one per query; None: std of all of `target_hat`, as released
                     ) -> Tensor:         # scalar L_u
     r"Eq. 3: $\tfrac12(e^{-s}\,\mathcal{L}_{info}(f_s, \hat f_t) + s)$ with $s = \log\sigma^2$."
     if log_var is None: s = released_log_var(target_hat)                  # released code: s = std(f̂_t), with gradient
     else: s = log_var if isinstance(log_var, Tensor) else torch.tensor(float(log_var), device=query.device)
-    return 0.5 * (torch.exp(-s) * info_nce(query, target_hat) + s)   # L_info/(2σ²) + ½·log σ²
+    if s.dim() == 0: return 0.5 * (torch.exp(-s) * info_nce(query, target_hat) + s)   # L_info/(2σ²) + ½·log σ²
+    return 0.5 * (torch.exp(-s) * info_nce(query, target_hat, reduction='none') + s).mean()   # each query its own σ_i
 
 # %% ../nbs/02_losses.ipynb #6e1d9aa5
 def gamma_at(epoch: int,          # current epoch, 0-based
@@ -69,30 +70,52 @@ class LossTerms:
 
 # %% ../nbs/02_losses.ipynb #714989a0
 class MultiGrainedLoss(nn.Module):
-    r"Eq. 4: $\gamma\,\mathcal{L}_u(f_s, \hat f_t, \sigma) + (1-\gamma)\,\mathcal{L}_{info}(f_s, f_t)$, or InfoNCE alone."
-    losses = ('uncertainty', 'infonce', 'oracle')
+    r"Eq. 4: $\gamma\,\mathcal{L}_u(f_s, \hat f_t, \sigma) + (1-\gamma)\,\mathcal{L}_{info}(f_s, f_t)$, or InfoNCE alone, or a control."
+    losses = ('uncertainty', 'infonce', 'oracle', 'noise_only', 'temperature_only')
     def __init__(self,
-                 loss: str = 'uncertainty', # 'uncertainty' (Eq. 4), 'infonce' (the baseline) or 'oracle' (InfoNCE, other valid targets left out)
+                 loss: str = 'uncertainty', # 'uncertainty' (Eq. 4), 'infonce' (the baseline), 'oracle' (InfoNCE, other valid targets
+                                            # left out), or a control of Eq. 4: 'noise_only', 'temperature_only' (see below)
                  gamma0: float = 1.,        # γ0, the paper's "initial weight": how fast γ decays (γ = 1 at epoch 0)
                  w1: float = 1.,            # noise scales of the augmenter (Eq. 6)
                  w2: float = 1.,
                  variant: str = 'paper',    # augmenter: 'paper' (Eq. 6) or 'released' (scales the whole draw)
-                 log_var: float | None = None, # s = log σ² in L_u; None: std(f̂_t), as the released code
+                 log_var: float | str | None = None, # s = log σ² in L_u; None: std(f̂_t), as released; 'per_query': a head on f_s
                  fast: bool = True,         # the augmenter's fused path (same numbers as the equation, fewer kernels)
+                 logit_scale: float | None = None, # InfoNCE against f_t at logit_scale·cos; None: the dot product (16·cos at norm 4)
+                 dim: int | None = None,    # D, the size of f_s: needed by log_var='per_query'
                 ):
         super().__init__()
         if loss not in self.losses: raise ValueError(f'loss must be one of {self.losses}, got {loss!r}')
-        self.loss, self.gamma0, self.log_var = loss, gamma0, log_var
+        if log_var == 'per_query' and dim is None: raise ValueError("log_var='per_query' needs `dim`, the size of f_s")
+        self.loss, self.gamma0, self.log_var, self.logit_scale = loss, gamma0, log_var, logit_scale
         self.augmenter = FeatureAugmenter(w1, w2, variant=variant, fast=fast)
+        if log_var == 'per_query':                                    # beyond the paper: a learned σ_i per query
+            self.log_var_head = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, 1))
+            nn.init.zeros_(self.log_var_head[2].weight); nn.init.constant_(self.log_var_head[2].bias, 1.)   # s starts at 1, as released
 
-    def extra_repr(self): return f'loss={self.loss!r}, gamma0={self.gamma0}, log_var={self.log_var}'
+    def extra_repr(self): return f'loss={self.loss!r}, gamma0={self.gamma0}, log_var={self.log_var}, logit_scale={self.logit_scale}'
+
+    def info(self, query: Tensor, target: Tensor, ignore: Tensor | None = None) -> Tensor:
+        "L_info(f_s, f_t) (Eq. 2) at the loss's logit scale."
+        if self.logit_scale is not None: query, target = F.normalize(query, dim=-1) * self.logit_scale, F.normalize(target, dim=-1)
+        return info_nce(query, target, ignore)
 
     def terms(self, query: Tensor, target: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        "L_u(f_s, f̂_t, σ), L_info(f_s, f_t) and s = log σ², with their gradients."
-        info = info_nce(query, target)                               # L_info(f_s, f_t): fine, one-to-one
+        "L_u(f_s, f̂_t, σ), L_info(f_s, f_t) and s = log σ² (a scalar, or (B,) per query), with their gradients."
+        info = self.info(query, target)                              # L_info(f_s, f_t): fine, one-to-one
         target_hat = self.augmenter(target, generator)               # f̂_t: the cloud around each target (Eq. 1/6)
-        s = released_log_var(target_hat) if self.log_var is None else torch.tensor(float(self.log_var), device=query.device)
+        if self.log_var is None: s = released_log_var(target_hat)
+        elif self.log_var == 'per_query': s = self.log_var_head(query).squeeze(-1)
+        else: s = torch.tensor(float(self.log_var), device=query.device)
         return uncertainty_loss(query, target_hat, s), info, s       # L_u: coarse, forgiving (Eq. 3)
+
+    def control(self, query: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        "The coarse term of a control: InfoNCE against the noisy targets at f_t's norm, or against f_t at L_u's logit scale."
+        if self.loss == 'noise_only':                                # the noise, without L_u's scale and weight
+            return self.info(query, F.normalize(self.augmenter(target, generator), dim=-1) * target.norm(dim=-1, keepdim=True))
+        with torch.no_grad():                                        # L_u's scale, without whitening or noise
+            scale = self.augmenter(target, generator).norm(dim=-1).mean() / target.norm(dim=-1).mean()   # ‖f̂_t‖ / ‖f_t‖
+        return self.info(query, target * scale)
 
     def forward(self, query: Tensor,  # (B, D) composed features f_s
                 target: Tensor,       # (B, D) target features f_t
@@ -101,19 +124,23 @@ class MultiGrainedLoss(nn.Module):
                 generator: torch.Generator | None = None, # for the augmenter's noise
                 valid: Tensor | None = None, # (B, B) bool, the oracle only: [i, j] = target j is a valid target of query i
                ) -> LossTerms:
+        nan = torch.full((), math.nan, device=query.device)
         if self.loss in ('infonce', 'oracle'):
             if self.loss == 'oracle' and valid is None:
                 raise ValueError("the oracle needs each batch's valid targets (`valid`): only the synthetic data knows them")
             if self.loss == 'oracle':
-                total = info_nce(query, target, ignore=valid)
-                with torch.no_grad(): info = info_nce(query, target)      # the unmasked InfoNCE, for the log only
-            else: total = info = info_nce(query, target)
-            nan = torch.full((), math.nan, device=info.device)
+                total = self.info(query, target, ignore=valid)
+                with torch.no_grad(): info = self.info(query, target)     # the unmasked InfoNCE, for the log only
+            else: total = info = self.info(query, target)
             return LossTerms(total, info.detach(), nan, nan, 0.)
         gamma = gamma_at(epoch, total_epochs, self.gamma0)
+        if self.loss in ('noise_only', 'temperature_only'):           # the same γ mix, another coarse term
+            coarse, info = self.control(query, target, generator), self.info(query, target)
+            return LossTerms(gamma * coarse + (1 - gamma) * info, info.detach(), coarse.detach(), nan, gamma)
         uncertainty, info, s = self.terms(query, target, generator)
         total = gamma * uncertainty + (1 - gamma) * info             # Eq. 4
-        return LossTerms(total, info.detach(), uncertainty.detach(), s.detach(), gamma)
+        return LossTerms(total, info.detach(), uncertainty.detach(), s.detach().mean(), gamma)
+
 
 # %% ../nbs/02_losses.ipynb #c20b0002
 def gradient_norms(criterion: MultiGrainedLoss, # the loss whose terms to measure (its γ0, noise and s)
@@ -125,9 +152,10 @@ def gradient_norms(criterion: MultiGrainedLoss, # the loss whose terms to measur
                   ) -> dict: # γ, the losses, s (NaN for L_u and s without L_u), and ‖∂/∂f_s‖ of γ·L_u, (1 − γ)·L_info, their sum and L_info alone
     "How hard each term of Eq. 4 pulls the queries, and the pull of the total relative to InfoNCE alone (the baseline's)."
     q, target = query.detach().requires_grad_(), target.detach()
-    if criterion.loss == 'uncertainty':
+    if criterion.loss not in ('infonce', 'oracle'):                      # Eq. 4, or a control's coarse term in place of L_u
         gamma = gamma_at(epoch, total_epochs, criterion.gamma0)
-        uncertainty, info, s = criterion.terms(q, target, generator)
+        if criterion.loss == 'uncertainty': uncertainty, info, s = criterion.terms(q, target, generator)
+        else: uncertainty, info, s = criterion.control(q, target, generator), criterion.info(q, target), torch.tensor(math.nan)
         grad_u, = torch.autograd.grad(uncertainty, q, retain_graph=True)   # ∂L_u/∂f_s: (B, D)
         grad_info, = torch.autograd.grad(info, q)                          # ∂L_info/∂f_s: (B, D), the baseline's pull
         coarse, fine = gamma * grad_u, (1 - gamma) * grad_info             # the two terms of ∂L_total/∂f_s (Eq. 4)
@@ -137,6 +165,6 @@ def gradient_norms(criterion: MultiGrainedLoss, # the loss whose terms to measur
         fine, = torch.autograd.grad(criterion(q, target, epoch, total_epochs, valid=valid).total, q)
         gamma, coarse, uncertainty, s = 0., torch.zeros_like(fine), torch.tensor(math.nan), torch.tensor(math.nan)
     total = coarse + fine                                                # ∂L_total/∂f_s
-    return {'gamma': gamma, 'loss_info': info.item(), 'loss_u': uncertainty.item(), 'log_var': s.item(),
+    return {'gamma': gamma, 'loss_info': info.item(), 'loss_u': uncertainty.item(), 'log_var': s.mean().item(),
             'grad_coarse': coarse.norm().item(), 'grad_fine': fine.norm().item(), 'grad_total': total.norm().item(),
             'grad_baseline': grad_info.norm().item(), 'grad_ratio': (total.norm() / grad_info.norm()).item()}
