@@ -1,12 +1,13 @@
 """`cir_unc_get_data` against a real HTTP server on 127.0.0.1 (no other network): images, 404s, an HTML page with status
 200, a body cut short, a JPEG cut in half, a connection reset and a 503 that succeed on retry, slow responses; the files,
-the report, its agreement with `cir_unc_check_data`, the resume, an interrupted run, and the one-line failures."""
+the report, its agreement with `cir_unc_check_data`, the resume, an interrupted run, and the one-line failures.
+The server also answers with bodies past the size cap and with redirect loops (used by test_hostile_names.py)."""
 import http.server, io, json, shutil, signal, socket, struct, subprocess, sys, threading, time
 from collections import Counter
 from pathlib import Path
 import pytest
 from PIL import Image
-from cir_unc.get_data import PART, REPORT, Retry, get_data_cli, get_fashioniq
+from cir_unc.get_data import MAX_IMAGE_BYTES, MAX_SOURCE_BYTES, PART, REPORT, Retry, get_data_cli, get_fashioniq
 
 PREFIX = {'dress': '', 'shirt': 'shirt_', 'toptee': 'toptee_'}
 ASINS = [PREFIX[c] + i for c in PREFIX for i in ('A1', 'A2', 'A3', 'A4', 'A5', 'A9', 'T1', 'T2')]
@@ -26,6 +27,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Type', kind); self.send_header('Content-Length', str(len(body) if length is None else length))
         self.end_headers(); self.wfile.write(body); self.wfile.flush()
 
+    def too_large(self, limit: int, announced: bool):
+        "A body of `limit` + 1 MiB: its length announced, or sent in chunks without one (the client hangs up early)."
+        self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
+        self.send_header(*(('Content-Length', str(limit + 2**20)) if announced else ('Transfer-Encoding', 'chunked')))
+        self.end_headers(); self.close_connection = True
+        chunk = bytes(2**20)
+        for _ in range(limit // 2**20 + 1): self.wfile.write(chunk if announced else b'%x\r\n%s\r\n' % (len(chunk), chunk))
+        if not announced: self.wfile.write(b'0\r\n\r\n')
+
+    def redirect_to_itself(self):
+        self.send_response(302); self.send_header('Location', self.path); self.send_header('Content-Length', '0'); self.end_headers()
+
     def do_GET(self):
         srv = self.server
         with srv.lock:
@@ -33,9 +46,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = srv.requests[self.path]
         if self.path.startswith('/lists/'):
             name = self.path.split('/')[-1]
+            if srv.list_faults.get(name) == 'loop': return self.redirect_to_itself()
+            if srv.list_faults.get(name) == 'big': return self.too_large(MAX_SOURCE_BYTES, announced=True)
             return self.send(200, srv.lists[name], 'text/plain') if name in srv.lists else self.send(404, b'', 'text/plain')
         asin = self.path.split('/')[-1].removesuffix('.jpg')
         body, fault = srv.images.get(asin), srv.faults.get(asin)
+        if fault == 'loop': return self.redirect_to_itself()
+        if fault in ('big', 'big-chunked'): return self.too_large(MAX_IMAGE_BYTES, announced=fault == 'big')
         if fault == 'stall':                           # half the body, then nothing for a long while
             self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()
             self.wfile.write(body[:len(body) // 2]); self.wfile.flush(); time.sleep(10); return
@@ -84,7 +101,7 @@ def server(tmp_path):
     srv.lock, srv.requests = threading.Lock(), Counter()
     srv.source = write_annotations(tmp_path/'source')
     srv.images = {a: jpeg(k) for k, a in enumerate(ASINS)}
-    srv.faults = dict(FAULTS)
+    srv.faults, srv.list_faults = dict(FAULTS), {}
     srv.base = f'http://127.0.0.1:{srv.server_port}'
     srv.lists = {f'asin2url.{c}.txt': ''.join(f'{a} \t {srv.base}/img/{a}.jpg\n' for a in ASINS
                                               if a.startswith(p) and (p or '_' not in a) and a not in NO_URL).encode()
