@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CIRR_LAYOUT', 'CIRR_SPLITS', 'CIRR_PROTOCOLS', 'SUBSET_KS', 'SUBMISSION_K', 'SERVER_LIMIT', 'CirrPair',
            'read_cirr_split', 'toy_cirr', 'OutsideSubset', 'CirrEvalSet', 'read_cirr', 'cirr_summary', 'cirr_rankings',
-           'write_cirr_submission', 'submission_from_checkpoint']
+           'write_cirr_submission']
 
 # %% ../nbs/13_cirr.ipynb #8a941e36
 import json
@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from .data import Query, Triplet, EvalSet, CirData, _check_protocols, _counts
-from .datasets import (DataError, FileImages, check_images, _note, _refuse_unusable, _keep_usable, _dropped,
-                              _check_root, _require, _read_json)
+from .data import Query, Triplet, EvalSet, CirData, check_protocols, empty_counts
+from .readers import (DataError, FileImages, check_images, note_unusable, refuse_unusable, keep_usable, dropped_counts,
+                             check_root, require_file, read_json)
 from .metrics import encode_gallery, encode_queries, topk_search
 from .runs import atomic_write
 
@@ -54,9 +54,9 @@ def _pair(record: dict, labelled: bool) -> CirrPair:
 def read_cirr_split(root, split: str) -> tuple[list, dict]:
     "The `CirrPair`s of `captions/cap.rc2.{split}.json`, and image name → file from `image_splits/split.rc2.{split}.json`."
     root = Path(root)
-    captions = _require(root/'captions'/f'cap.rc2.{split}.json', f'CIRR {split} captions', CIRR_LAYOUT)
-    listing = _require(root/'image_splits'/f'split.rc2.{split}.json', f'CIRR {split} image list', CIRR_LAYOUT)
-    records, names = _read_json(captions), _read_json(listing)
+    captions = require_file(root/'captions'/f'cap.rc2.{split}.json', f'CIRR {split} captions', CIRR_LAYOUT)
+    listing = require_file(root/'image_splits'/f'split.rc2.{split}.json', f'CIRR {split} image list', CIRR_LAYOUT)
+    records, names = read_json(captions), read_json(listing)
     if not isinstance(names, dict): raise DataError(f'{listing}: expected {{"image name": "./path/below/img_raw.png", …}}')
     try: pairs = [_pair(r, split != 'test1') for r in records]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -165,12 +165,12 @@ def _cirr_evals(split: str, pairs: list, files: dict, verdicts: dict, protocols,
     "The usable pairs of an evaluation split, and its `CirrEvalSet` per protocol (test1: `original` and `subset`); fills `counts`."
     labelled, described = split != 'test1', [p for p in pairs if p.caption]
     needed = [i for p in described for i in (p.reference, p.target) if i is not None]
-    if strict: _refuse_unusable([*files, *needed], verdicts, f'CIRR {split}')
-    _note(counts, [*files, *needed, *(m for p in described for m in p.members)], verdicts)
+    if strict: refuse_unusable([*files, *needed], verdicts, f'CIRR {split}')
+    note_unusable(counts, [*files, *needed, *(m for p in described for m in p.members)], verdicts)
     usable = [p for p in described if all(verdicts.get(i) == 'ok' for i in (p.reference, p.target) if i is not None)]
     gallery = [i for i in files if verdicts.get(i) == 'ok']                       # the split's usable images, in its file's order
     index = {k: i for i, k in enumerate(gallery)}
-    dropped = _dropped({*files, *needed}, verdicts, len(described) - len(usable), len(pairs) - len(described))
+    dropped = dropped_counts({*files, *needed}, verdicts, len(described) - len(usable), len(pairs) - len(described))
     counts.update(pairs=len(pairs), usable_pairs=len(usable), empty_captions=len(pairs) - len(described),
                   reference_is_target=sum(p.reference == p.target for p in usable),
                   several_valid_targets=sum(len(p.valid_targets()) > 1 for p in usable) if labelled else 0)
@@ -195,8 +195,8 @@ def read_cirr(root,                               # the data root (see `CIRR_LAY
               workers: int | None = None, progress: bool = True,
              ) -> CirData:
     "Training triplets, the val `EvalSet` of each protocol, the usable images, and a report of train, val and test1."
-    _check_protocols('CIRR', protocols, CIRR_PROTOCOLS)
-    root = _check_root(root, CIRR_LAYOUT)
+    check_protocols('CIRR', protocols, CIRR_PROTOCOLS)
+    root = check_root(root, CIRR_LAYOUT)
     has_test = (root/'captions'/'cap.rc2.test1.json').exists()
     splits = {s: read_cirr_split(root, s) for s in ['train'] * train + ['val'] + ['test1'] * has_test}
     paths = {}
@@ -205,18 +205,18 @@ def read_cirr(root,                               # the data root (see `CIRR_LAY
         paths.update({i: files[i] for i in wanted if i in files})
     verdicts = check_images(paths, root, decode, workers, progress)
     images = FileImages({i: p for i, p in paths.items() if verdicts[i] == 'ok'})
-    report, triplets, evals = {s: {'all': _counts()} for s in splits}, [], []
+    report, triplets, evals = {s: {'all': empty_counts()} for s in splits}, [], []
     for s, (pairs, files) in splits.items():
         counts = report[s]['all']
         if s == 'train':
             described = [Triplet(p.reference, p.caption, p.target) for p in pairs if p.caption]
-            triplets = _keep_usable(described, verdicts, counts, strict, 'CIRR train')
+            triplets = keep_usable(described, verdicts, counts, strict, 'CIRR train')
             counts.update(pairs=len(pairs), empty_captions=len(pairs) - len(described), usable_pairs=len(triplets),
                           reference_is_target=sum(t.reference == t.target for t in triplets))
         else:
             sets = _cirr_evals(s, pairs, files, verdicts, protocols, counts, strict)[1]
             if s == 'val': evals += sets
-    if not has_test: report['test1'] = {'all': {**_counts(), 'notes': ['captions/cap.rc2.test1.json not found: no server files']}}
+    if not has_test: report['test1'] = {'all': {**empty_counts(), 'notes': ['captions/cap.rc2.test1.json not found: no server files']}}
     for e in evals: e.images = images
     return CirData('cirr', triplets, images, evals, report=report)
 
@@ -241,9 +241,9 @@ def cirr_rankings(model, tokenizer, root,
                   device: torch.device, batch_size: int = 128, workers: int = 0, amp_dtype=None,
                   decode: bool = True, progress: bool = True) -> dict:
     "test1 ranked by `model`: `{'recall': {pairid: 50 names}, 'recall_subset': {pairid: 3 names}, 'counts': …}`."
-    root = _check_root(root, CIRR_LAYOUT)
+    root = check_root(root, CIRR_LAYOUT)
     pairs, files = read_cirr_split(root, 'test1')
-    verdicts, counts = check_images(files, root, decode, workers, progress), _counts()
+    verdicts, counts = check_images(files, root, decode, workers, progress), empty_counts()
     usable, (original, subset) = _cirr_evals('test1', pairs, files, verdicts, ('original', 'subset'), counts, strict=False)
     ranked = {'recall': {}, 'recall_subset': {}}
     if usable and len(original.gallery) > 1:
@@ -268,18 +268,3 @@ def write_cirr_submission(rankings: dict,        # `cirr_rankings`' result
     for m, text in texts.items():
         if len(text.encode()) > SERVER_LIMIT: raise ValueError(f'the {m} file would be {len(text.encode()):,} bytes, over the server\'s 5 MB')
     return {m: atomic_write(Path(out)/f'{m}_submission_{name}.json', lambda tmp, t=texts[m]: Path(tmp).write_text(t)) for m in texts}
-
-# %% ../nbs/13_cirr.ipynb #e996dae9
-def submission_from_checkpoint(path,                  # a run directory (its best.pt, else last.pt) or a checkpoint file
-                               out,                   # where the two files go
-                               data_root=None,        # where CIRR is now, if it moved since training
-                               device: str = 'auto', workers: int = 0, progress: bool = True) -> dict:
-    "`cir_unc_eval RUN --split test1 --submission OUT`: the run's model ranks CIRR test1; the server's two files in `out`."
-    from cir_unc.cli import load_trained
-    run = load_trained(path, data_root, device, workers)
-    config = run['checkpoint']['config']
-    if config['preset'] != 'cirr': raise ValueError(f"{path} was trained on {config['preset']!r}: test-server files are CIRR's")
-    dev = run['device']
-    rankings = cirr_rankings(run['model'], run['tokenizer'], data_root or config['data_root'], run['data'].eval_transform(), dev,
-                             workers=workers, amp_dtype=torch.bfloat16 if dev.type == 'cuda' else None, progress=progress)
-    return {'files': write_cirr_submission(rankings, out), **rankings['counts']}

@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['GRANULARITIES', 'CATEGORIES', 'ATTRIBUTES', 'HUE_RGB', 'FREE_ORDER', 'SPLITS', 'TESTBED', 'IMAGENET_MEAN',
-           'IMAGENET_STD', 'show_jpeg', 'Triplet', 'Query', 'ImageStore', 'ArrayImages', 'CorruptImage', 'EvalSet',
-           'make_query', 'clauses', 'consistent', 'caption', 'render_garment', 'SyntheticConfig', 'SyntheticSplit',
+           'IMAGENET_STD', 'Triplet', 'Query', 'ImageStore', 'ArrayImages', 'CorruptImage', 'EvalSet', 'make_query',
+           'check_protocols', 'clauses', 'consistent', 'caption', 'render_garment', 'SyntheticConfig', 'SyntheticSplit',
            'make_synthetic', 'synthetic_evals', 'valid_matrix', 'ambiguity', 'default_data_root', 'image_transform',
            'WordTokenizer', 'tokenize', 'synthetic_tokenizer', 'TripletDataset', 'ImageDataset', 'Collate',
-           'QueryDataset', 'CirData', 'synthetic_data']
+           'QueryDataset', 'CirData', 'empty_counts', 'synthetic_data']
 
 # %% ../nbs/00_data.ipynb #a20aca49
 import hashlib, json, math, os, re, shutil
@@ -22,14 +22,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from PIL import Image, ImageDraw
-
-# %% ../nbs/00_data.ipynb #eb5e49ca
-def show_jpeg(fig, dpi: int = 110, quality: int = 85):
-    "Show a matplotlib figure in a notebook as a JPEG: a PNG of noisy pictures would weigh several times more."
-    import io, matplotlib.pyplot as plt
-    from IPython.display import Image as ShowImage, display
-    buffer = io.BytesIO(); fig.savefig(buffer, format='jpeg', dpi=dpi, pil_kwargs={'quality': quality}); plt.close(fig)
-    display(ShowImage(buffer.getvalue(), format='jpeg'))
 
 # %% ../nbs/00_data.ipynb #d62189e9
 GRANULARITIES = ('coarse', 'fine')
@@ -117,7 +109,7 @@ def make_query(gallery_index: dict, reference: str, text: str, target: str, hits
     return Query(reference, text, target, gallery_index[target], ids_to_indices([target] if hits is None else hits) - removed,
                  removed, granularity)
 
-def _check_protocols(dataset: str, protocols: Sequence[str], allowed: Sequence[str]):
+def check_protocols(dataset: str, protocols: Sequence[str], allowed: Sequence[str]):
     unknown = [p for p in protocols if p not in allowed]
     if unknown: raise ValueError(f'{dataset} protocols are {allowed}, got {unknown}')
 
@@ -344,7 +336,7 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig(),
 # %% ../nbs/00_data.ipynb #5c8c689b
 def synthetic_evals(split: SyntheticSplit, name: str, protocols: Sequence[str] = ('multi', 'single')) -> list[EvalSet]:
     "One `EvalSet` per category and protocol for a synthetic split."
-    _check_protocols('synthetic', protocols, ('multi', 'single'))
+    check_protocols('synthetic', protocols, ('multi', 'single'))
     store, position = ArrayImages(split.ids, split.images), {k: i for i, k in enumerate(split.ids)}
     out = []
     for c, category in enumerate(CATEGORIES):
@@ -549,7 +541,7 @@ class CirData:
     def __repr__(self):
         return f'CirData({self.dataset}: {len(self.train)} train triplets, evals {[f"{e.name}[{e.protocol}]" for e in self.evals]})'
 
-def _counts() -> dict:
+def empty_counts() -> dict:
     "The counts a report keeps per split and category."
     return {'pairs': 0, 'usable_pairs': 0, 'missing_images': set(), 'corrupt_images': set(), 'empty_captions': 0,
             'reference_is_target': 0, 'queries': {}, 'gallery': {}}
@@ -560,7 +552,7 @@ def synthetic_data(config: SyntheticConfig = SyntheticConfig(),
     "The synthetic dataset as a `CirData`: its train split, the `EvalSet`s of its val and test splits, its tokenizer."
     splits = make_synthetic(config, cache=Path(cache) if cache is not None else default_data_root()/'synthetic')
     evals = [e for s in ('val', 'test') for e in synthetic_evals(splits[s], s, protocols)]
-    report = {s: {c: _counts() for c in CATEGORIES} for s in SPLITS}
+    report = {s: {c: empty_counts() for c in CATEGORIES} for s in SPLITS}
     for s, d in splits.items():
         for t in d.triplets:
             c = report[s][t.category]; c['pairs'] += 1; c['usable_pairs'] += 1     # every synthetic image is usable

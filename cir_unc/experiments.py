@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from .train import preset_config, train
 from .runs import write_json, write_metrics_csv
-from .cli import summary_table, load_trained, side_by_side
+from .results import summary_table, load_trained, side_by_side
 from .datasets import default_data_root
 from .metrics import topk_search, encode_gallery, encode_queries
 from .data import SyntheticConfig, make_synthetic, ambiguity, CATEGORIES, TESTBED, FREE_ORDER
@@ -132,13 +132,13 @@ def headline(path=None, metrics: dict = HEADLINE) -> str:
 # %% ../nbs/09_experiments.ipynb #a7009e83
 def retrieve(run, eval_set, k: int = 5) -> torch.Tensor:
     "Top-k gallery indices of every query of `eval_set` for a loaded run (`load_trained`), the reference removed as evaluated."
-    args = (run['model'], eval_set, run['data'].eval_transform(), run['tokenizer'], run['device'])
+    args = (run.model, eval_set, run.data.eval_transform(), run.tokenizer, run.device)
     gallery, queries = encode_gallery(*args), encode_queries(*args)
     return topk_search(queries, gallery, k, exclude=[sorted(q.exclude) for q in eval_set.queries])[1]
 
 def test_set(run, category: str = 'dress', protocol: str = 'multi'):
     "The test `EvalSet` of one category and protocol of a loaded run."
-    return next(e for e in run['data'].evals if e.split == 'test' and e.category == category and e.protocol == protocol)
+    return next(e for e in run.data.evals if e.split == 'test' and e.category == category and e.protocol == protocol)
 
 def retrieval_grid(runs: dict,              # label → run directory
                    queries: list[int],      # indices into the evaluation set's queries

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['RUN_FILES', 'STREAMS', 'atomic_write', 'write_json', 'write_metrics_csv', 'DamagedCheckpoint', 'previous_checkpoint',
            'save_checkpoint', 'load_checkpoint', 'load_last_good', 'RunLocked', 'exclusive_lock', 'lock_run_dir',
-           'prepare_run_dir', 'derive_seed', 'seeded', 'SeededSamples', 'set_deterministic', 'plot_curves']
+           'prepare_run_dir', 'derive_seed', 'seeded', 'SeededSamples', 'set_deterministic', 'plot_curves', 'show_jpeg']
 
 # %% ../nbs/06_runs.ipynb #af292ac3
 import contextlib, csv, fcntl, json, math, os, pickle, random
@@ -171,3 +171,11 @@ def plot_curves(history: list[dict], out: Path):
         ax.plot(epochs, [r.get(key, math.nan) for r in history], label=key, lw=1)
     ax.set_xlabel('epoch'); ax.set_ylabel('recall (%)'); ax.legend(fontsize=5, ncol=2); fig.tight_layout()
     fig.savefig(out/'recall_curves.png', dpi=100)
+
+# %% ../nbs/06_runs.ipynb #eb5e49ca
+def show_jpeg(fig, dpi: int = 110, quality: int = 85):
+    "Show a matplotlib figure in a notebook as a JPEG: a PNG of noisy pictures would weigh several times more."
+    import io, matplotlib.pyplot as plt
+    from IPython.display import Image as ShowImage, display
+    buffer = io.BytesIO(); fig.savefig(buffer, format='jpeg', dpi=dpi, pil_kwargs={'quality': quality}); plt.close(fig)
+    display(ShowImage(buffer.getvalue(), format='jpeg'))

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 from .losses import MultiGrainedLoss, LossTerms, gamma_at, gradient_norms, info_nce
 from .data import SyntheticConfig, Collate, WordTokenizer, TripletDataset
-from .datasets import load_dataset
+from .datasets import DATASETS, REAL_DATASETS, load_dataset
 from .model import CIRModel, ModelConfig
 from .metrics import evaluate_sets, flat_recalls, mean_recall
 from .runs import (derive_seed, SeededSamples, set_deterministic, save_checkpoint, load_checkpoint, load_last_good,
@@ -31,8 +31,8 @@ from .clip import missing_pretrained
 @dataclass
 class TrainConfig:
     "Everything a run needs; a preset fills the defaults, the command line overrides any of them."
-    preset: str = 'synthetic'        # synthetic | fashioniq | shoes | fashion200k
-    loss: str = 'uncertainty'        # uncertainty (Eq. 4) | infonce (the baseline)
+    preset: str = 'synthetic'        # a name of the dataset table `DATASETS`: synthetic | fashioniq | shoes | fashion200k | cirr
+    loss: str = 'uncertainty'        # uncertainty (Eq. 4) | infonce (the baseline) | oracle (synthetic: InfoNCE without false negatives)
     out: str = 'data/runs/synthetic-uncertainty' # run directory
     data_root: str | None = None     # dataset folder; None: data/ for the synthetic set
     epochs: int = 6                  # γ uses this as "total epochs"
@@ -65,15 +65,14 @@ class TrainConfig:
 PRESETS = {
     # laptop: the synthetic data, a small model trained from scratch (so the text encoder at the full lr); the demo trains
     # two such runs side by side in under two minutes on a 2-core CPU
-    'synthetic':   dict(epochs=6, batch_size=32, lr=0.01, text_lr_scale=1., warmup_epochs=1, warmup_start=0.1, decay_epochs=(4,),
-                        checkpoint_every=50),
+    'synthetic':   dict(epochs=6, batch_size=32, lr=DATASETS['synthetic'].lr, text_lr_scale=1., warmup_epochs=1, warmup_start=0.1,
+                        decay_epochs=(4,), checkpoint_every=50),
     # the released code: SGD 0.9, wd 5e-5, 60 epochs, 5 warm-up epochs from 0.01·lr, ×0.1 at epochs 35 and 42, batch 32,
-    # the pretrained text encoder at 0.01·lr; base lr 2e-2 (FashionIQ), 4e-2 (Shoes), 2e-3 (Fashion200k).
-    # CIRR (not in the paper): the same settings with FashionIQ's lr, for now.
+    # the pretrained text encoder at 0.01·lr; the base lr of each dataset in the table `DATASETS` (cir_unc.datasets).
     # A checkpoint every 1,000 steps: a kill costs at most that much work.
-    **{name: dict(epochs=60, batch_size=32, lr=lr, text_lr_scale=0.01, warmup_epochs=5, warmup_start=0.01, decay_epochs=(35, 42),
-                  checkpoint_every=1000)
-       for name, lr in [('fashioniq', 2e-2), ('shoes', 4e-2), ('fashion200k', 2e-3), ('cirr', 2e-2)]},
+    **{name: dict(epochs=60, batch_size=32, lr=DATASETS[name].lr, text_lr_scale=0.01, warmup_epochs=5, warmup_start=0.01,
+                  decay_epochs=(35, 42), checkpoint_every=1000)
+       for name in REAL_DATASETS},
 }
 
 def preset_config(preset: str, **overrides) -> TrainConfig:
@@ -125,9 +124,7 @@ def train_step(model: nn.Module,          # the model (or its DDP wrapper): mode
     return terms
 
 # %% ../nbs/05_train.ipynb #1c817196
-SELECTION = {  # (split, protocol) on which the best epoch is chosen by mean R@10, as the released code does
-    'synthetic': ('val', 'single'), 'fashioniq': ('val', 'val'), 'shoes': ('test', 'original'), 'fashion200k': ('test', 'released'),
-    'cirr': ('val', 'original')}   # CIRR: test1 has no public targets; the field often selects on (R@5 + Recall_subset@1) / 2
+SELECTION = {name: d.selection for name, d in DATASETS.items()}   # (split, protocol) the best epoch is chosen on, by mean R@10
 
 def resolve_device(name: str = 'auto') -> torch.device:
     "'auto' → this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else the CPU."
@@ -183,7 +180,7 @@ def check_config(config: TrainConfig):
 # %% ../nbs/05_train.ipynb #733a6275
 @dataclass
 class Run:
-    "A run's pieces, built once from its config and shared by the loop's parts."
+    "A run's pieces, built once from its config and shared by the loop's parts; also a trained run read back (`load_trained`)."
     config: TrainConfig
     out: Path                    # the run folder
     data: object                 # the `CirData` of the preset
@@ -191,7 +188,7 @@ class Run:
     model_config: ModelConfig
     model: nn.Module             # the model itself: evaluated and saved
     net: nn.Module               # what trains: the DDP wrapper under torchrun, else the model
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None     # None: a run read back for evaluation
     criterion: MultiGrainedLoss
     device: torch.device
     amp_dtype: torch.dtype | None = None
@@ -200,6 +197,7 @@ class Run:
     progress_bars: bool = True
     log: Callable = print        # where rank 0's one-line messages go
     base_lrs: list = field(default_factory=list)
+    checkpoint: dict = field(default_factory=dict)   # a run read back: {'file', 'epoch'} of the weights it holds
 
     @property
     def selection(self) -> tuple: return SELECTION[self.config.preset]

@@ -12,7 +12,8 @@ from test_data_faults import PixelModel
 from cir_unc.cirr import CIRR_PROTOCOLS, SERVER_LIMIT, SUBMISSION_K, cirr_rankings, cirr_summary, toy_cirr
 from cir_unc.cli import eval_cli
 from cir_unc.data import WordTokenizer
-from cir_unc.datasets import load_dataset, open_image
+from cir_unc.datasets import load_dataset
+from cir_unc.readers import open_image
 from cir_unc.metrics import evaluate_sets, recall_at_k
 from cir_unc.model import CIRModel, ModelConfig
 from cir_unc.runs import save_checkpoint

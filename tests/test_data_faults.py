@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fixtures import (break_image, fashioniq_faults, shoes_faults, fashion200k_faults, write_fashion200k, write_noise)
-import cir_unc.datasets as datasets
+import cir_unc.readers as readers
 from cir_unc.data import WordTokenizer, image_transform
-from cir_unc.datasets import check_data, load_dataset, open_image, verdict_cache
+from cir_unc.datasets import check_data, load_dataset
+from cir_unc.readers import open_image, verdict_cache
 from cir_unc.metrics import encode_gallery, encode_queries, evaluate_sets, recall_at_k, topk_search
 from cir_unc.model import CIRModel, ModelConfig
 
@@ -186,13 +187,13 @@ def test_verdicts_cached_and_renewed(tmp_path, monkeypatch):
     spec = shoes_faults(tmp_path/'s')
     first = load('shoes', spec.root)
     assert verdict_cache(spec.root) == spec.root.resolve()/'.cir_unc'/'image_verdicts.json' and verdict_cache(spec.root).exists()
-    decode = datasets.image_verdict
-    monkeypatch.setattr(datasets, 'image_verdict', lambda path: pytest.fail(f'{path} decoded again'))
+    decode = readers.image_verdict
+    monkeypatch.setattr(readers, 'image_verdict', lambda path: pytest.fail(f'{path} decoded again'))
     assert [e.gallery for e in load('shoes', spec.root).evals] == [e.gallery for e in first.evals]
     victim = spec.galleries['original'][3]
     break_image(spec.files[victim], 'truncated')                 # a new size: the file is judged anew, and only it
     decoded = []
-    monkeypatch.setattr(datasets, 'image_verdict', lambda path: decoded.append(Path(path).name) or decode(path))
+    monkeypatch.setattr(readers, 'image_verdict', lambda path: decoded.append(Path(path).name) or decode(path))
     third = load('shoes', spec.root)
     assert decoded == [victim] and victim not in third.evals[0].gallery
     assert third.report['test']['all']['corrupt_images'] == {victim}
