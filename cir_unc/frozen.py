@@ -32,7 +32,7 @@ def encode_images(model: nn.Module, images: np.ndarray, px: int = 128, batch: in
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     out = []
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).permute(0, 3, 1, 2).float() / 255
+        x = torch.from_numpy(np.array(images[i:i + batch])).permute(0, 3, 1, 2).float() / 255   # a copy: the cache is read-only
         x = F.interpolate(x, size=(px, px), mode='bilinear', antialias=True, align_corners=False) if x.shape[-1] != px else x
         out.append(model.extract_features((x - mean) / std).mean((2, 3)))
     return torch.cat(out).numpy()

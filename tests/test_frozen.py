@@ -44,3 +44,8 @@ def test_unknown_sources_are_refused(tmp_path):
     with pytest.raises(ValueError, match="'efficientnet' or 'generated'"):
         load_lab(LabData(images='resnet', texts='words', synthetic=dict(train_images=60, val_images=30, test_images=60,
                                                                          val_triplets=20, test_triplets=20), train_triplets=40), tmp_path)
+
+def test_efficientnet_weights_names():
+    from cir_unc.model import build_image_encoder
+    with pytest.raises(ValueError, match="'imagenet' or None"):
+        build_image_encoder(ModelConfig(image_encoder='efficientnet_lite0', image_weights='IMAGENET1K_V1'))
