@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 from .data import Query, Triplet, EvalSet, CirData, check_protocols, empty_counts
 from .readers import (DataError, FileImages, check_images, note_unusable, refuse_unusable, keep_usable, dropped_counts,
-                             check_root, require_file, read_json)
+                             check_root, require_file, read_json, check_name, check_relative)
 from .metrics import encode_gallery, encode_queries, topk_search
 from .runs import atomic_write
 
@@ -44,12 +44,14 @@ class CirrPair:
         "target_hard, then every other image that target_soft scores 1.0."
         return list(dict.fromkeys([self.target] + [name for name, score in self.soft if score == 1.0]))
 
-def _pair(record: dict, labelled: bool) -> CirrPair:
-    pair = CirrPair(int(record['pairid']), str(record['reference']), ' '.join(str(record.get('caption') or '').split()),
-                    tuple(map(str, record['img_set']['members'])))
+def _pair(record: dict, labelled: bool, where: str) -> CirrPair:
+    "The `CirrPair` of one record; every image name in it a plain name (`check_name`), `where` naming the file and the record."
+    name = lambda value, field: check_name(str(value), f'{where} "{field}"')
+    pair = CirrPair(int(record['pairid']), name(record['reference'], 'reference'), ' '.join(str(record.get('caption') or '').split()),
+                    tuple(name(m, 'img_set') for m in record['img_set']['members']))
     if not labelled: return pair
-    soft = tuple((str(name), float(score)) for name, score in record.get('target_soft', {}).items())
-    return CirrPair(*[getattr(pair, f) for f in ('pairid', 'reference', 'caption', 'members')], str(record['target_hard']), soft)
+    soft = tuple((name(n, 'target_soft'), float(score)) for n, score in record.get('target_soft', {}).items())
+    return CirrPair(*[getattr(pair, f) for f in ('pairid', 'reference', 'caption', 'members')], name(record['target_hard'], 'target_hard'), soft)
 
 def read_cirr_split(root, split: str) -> tuple[list, dict]:
     "The `CirrPair`s of `captions/cap.rc2.{split}.json`, and image name → file from `image_splits/split.rc2.{split}.json`."
@@ -58,13 +60,14 @@ def read_cirr_split(root, split: str) -> tuple[list, dict]:
     listing = require_file(root/'image_splits'/f'split.rc2.{split}.json', f'CIRR {split} image list', CIRR_LAYOUT)
     records, names = read_json(captions), read_json(listing)
     if not isinstance(names, dict): raise DataError(f'{listing}: expected {{"image name": "./path/below/img_raw.png", …}}')
-    try: pairs = [_pair(r, split != 'test1') for r in records]
+    try: pairs = [_pair(r, split != 'test1', f'{captions}: record {k}') for k, r in enumerate(records, 1)]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         wanted = '"pairid", "reference", "caption", "img_set": {"members"}' + (', "target_hard"' if split != 'test1' else '')
         raise DataError(f'{captions}: expected a list of {{{wanted}}} records ({type(e).__name__}: {e})') from e
     ids = Counter(p.pairid for p in pairs)
     if len(ids) < len(pairs): raise DataError(f'{captions}: pair ids repeat, e.g. {[i for i, n in ids.items() if n > 1][:3]}')
-    return pairs, {str(name): root/'img_raw'/path for name, path in names.items()}
+    return pairs, {check_name(str(name), f'{listing}: entry {k}'): root/'img_raw'/check_relative(path, f'{listing}: entry {k} "{name}"')
+                   for k, (name, path) in enumerate(names.items(), 1)}
 
 # %% ../nbs/13_cirr.ipynb #5947770a
 _TOY_COLOURS = {'red': (210, 50, 40), 'blue': (40, 80, 210), 'green': (40, 160, 70), 'yellow': (235, 200, 40)}

@@ -17,7 +17,8 @@ import numpy as np
 from .data import Triplet, EvalSet, CirData, make_query, check_protocols, empty_counts, CATEGORIES, SyntheticConfig, synthetic_data
 from .data import default_data_root                     # importable from here too
 from .readers import (DataError, FileImages, check_images, check_root, require_file, note_unusable, refuse_unusable,
-                             keep_usable, dropped_counts, read_json, read_lines)
+                             keep_usable, dropped_counts, read_json, read_lines,
+                             check_name, check_relative)
 from .readers import to_rgb, open_image, image_verdict, verdict_cache   # the image decision, importable from here too
 from .cirr import CIRR_LAYOUT, read_cirr
 
@@ -34,15 +35,16 @@ def _fashioniq_pairs(root: Path, category: str, split: str) -> tuple[str, list]:
     published = root/'captions'/f'cap.{category}.{split}.json'
     released = root/'captions_pairs'/f'fashion_iq-{split}-cap-{category}.txt'
     if published.exists():
-        records = read_json(published)
-        return 'flat', [(r['candidate'], r['target'], [c.strip() for c in r.get('captions', [])]) for r in records]
+        records, where = read_json(published), lambda k, field: f'{published}: record {k} "{field}"'
+        return 'flat', [(check_name(r['candidate'], where(k, 'candidate')), check_name(r['target'], where(k, 'target')),
+                         [c.strip() for c in r.get('captions', [])]) for k, r in enumerate(records, 1)]
     if released.exists():
         pairs = []
         for n, line in enumerate(released.read_text(encoding='utf-8').splitlines(), 1):
             if not line.strip(): continue
             parts = line.split(';', 2)
             if len(parts) != 3: raise DataError(f'{released}:{n}: expected "cat/REF.jpg;cat/TGT.jpg;caption", got {line!r}')
-            reference, target = (Path(p).stem for p in parts[:2])
+            reference, target = (check_name(Path(check_relative(p, f'{released}:{n}')).stem, f'{released}:{n}') for p in parts[:2])
             if pairs and pairs[-1][:2] == (reference, target) and len(pairs[-1][2]) < 2: pairs[-1][2].append(parts[2].strip())
             else: pairs.append((reference, target, [parts[2].strip()]))
         return 'released', pairs
@@ -52,7 +54,7 @@ def _fashioniq_pairs(root: Path, category: str, split: str) -> tuple[str, list]:
 def _fashioniq_split_ids(root: Path, category: str, split: str) -> list | None:
     "The image ids of the split file, in its order; None when it is absent."
     path = root/'image_splits'/f'split.{category}.{split}.json'
-    return [str(i) for i in read_json(path)] if path.exists() else None
+    return [check_name(str(i), f'{path}: entry {k}') for k, i in enumerate(read_json(path), 1)] if path.exists() else None
 
 def _join(captions: list) -> list:
     "The texts of one pair: 'c1 and c2', 'c2 and c1'; one caption alone when the other is empty."
@@ -138,17 +140,25 @@ def _index_files(root: Path, suffixes=('.jpg', '.jpeg', '.png')) -> dict:
     return found
 
 # %% ../nbs/10_datasets.ipynb #cd723cc4
+def _read_names(path: Path) -> set:
+    "The names of a Shoes image list, one per line, each a plain file name (`check_name`)."
+    lines = path.read_text(encoding='utf-8').splitlines()
+    return {check_name(line.strip(), f'{path}:{n}') for n, line in enumerate(lines, 1) if line.strip()}
+
 def read_shoes(root, strict: bool = False, train: bool = True, protocols: Sequence[str] = ('original',),
                decode: bool = True, workers: int | None = None, progress: bool = True) -> CirData:
     "Shoes: training triplets, the test `EvalSet`, the usable images and a report."
     check_protocols('Shoes', protocols, ('original',))
     root = check_root(root, SHOES_LAYOUT)
     captions_file = require_file(root/'relative_captions_shoes.json', 'Shoes captions', SHOES_LAYOUT)
-    names = {s: set(read_lines(require_file(root/f'{s}_im_names.txt', 'Shoes image list', SHOES_LAYOUT))) for s in ('train', 'eval')}
+    names = {s: _read_names(require_file(root/f'{s}_im_names.txt', 'Shoes image list', SHOES_LAYOUT)) for s in ('train', 'eval')}
     try: records = [(r['ReferenceImageName'], r['ImageName'], str(r.get('RelativeCaption') or '').strip())
                     for r in read_json(captions_file)]
     except (KeyError, TypeError) as e:
         raise DataError(f'{captions_file}: expected a list of {{"ImageName", "ReferenceImageName", "RelativeCaption"}} ({e})') from e
+    for k, (reference, target, _) in enumerate(records, 1):
+        check_name(target, f'{captions_file}: record {k} "ImageName"')
+        check_name(reference, f'{captions_file}: record {k} "ReferenceImageName"')
     found = {k: v for k, v in _index_files(root).items() if k in names['train'] | names['eval']}
     verdicts = {**{n: 'missing' for n in names['train'] | names['eval']}, **check_images(found, root, decode, workers, progress)}
     images = FileImages({n: p for n, p in found.items() if verdicts[n] == 'ok'})
@@ -188,7 +198,7 @@ def _read_labels(root: Path, split: str) -> dict:
             if not line.strip(): continue
             parts = line.split('\t')
             if len(parts) < 3: raise DataError(f'{f}:{n}: expected "path<TAB>score<TAB>description", got {line!r}')
-            out.setdefault(parts[0].strip(), ' '.join(parts[2].split()))
+            out.setdefault(check_relative(parts[0].strip(), f'{f}:{n}'), ' '.join(parts[2].split()))
     return out
 
 def replace_text(source: str, target: str) -> str:
@@ -231,7 +241,7 @@ def read_fashion200k(root, strict: bool = False, train: bool = True, protocols: 
     for n, line in enumerate(read_lines(queries_file), 1):
         parts = line.split()
         if len(parts) != 2: raise DataError(f'{queries_file}:{n}: expected "source_path target_path", got {line!r}')
-        pairs.append(parts)
+        pairs.append([check_relative(p, f'{queries_file}:{n}') for p in parts])
     unknown = [p for pair in pairs for p in pair if p not in descriptions['test']]
     if unknown: raise DataError(f'{queries_file}: {len(unknown)} paths not in labels/*_test_detect_all.txt, e.g. {unknown[:3]}')
     paths = {p: root/p for d in descriptions.values() for p in d}
