@@ -5,11 +5,10 @@
 # %% auto #0
 __all__ = ['ROBERTA_BASE', 'TINY_SYNTHETIC', 'cpu_model', 'reference_gflops', 'machine', 'machine_line', 'interleaved_times',
            'benchmark_losses', 'random_batch', 'training_step', 'profile_step', 'format_rows', 'compare_steps',
-           'checkout_revision', 'time_commands', 'command_speedups', 'loss_cost', 'gpu_busy', 'train_benchmark',
-           'synthetic_parity', 'gpu_check', 'gpu_check_cli']
+           'loss_cost', 'gpu_busy', 'train_benchmark', 'synthetic_parity', 'gpu_check', 'gpu_check_cli']
 
 # %% ../nbs/12_speed.ipynb #a36cdeb1
-import io, json, math, os, platform, re, shutil, statistics, subprocess, tarfile, tempfile, time
+import json, os, platform, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -156,50 +155,6 @@ def compare_steps(configs: dict,          # name → ModelConfig
     medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
     first = next(iter(medians.values()))
     return [{'model': name, 'ms_per_step': 1e3 * m, 'speedup': first / m} for name, m in medians.items()]
-
-# %% ../nbs/12_speed.ipynb #cda917d6
-def checkout_revision(revision: str,        # a commit, tag or branch of this repository
-                      dest: str | Path,     # the folder to write its files into (created)
-                      repo: str | Path = '.',  # a folder inside the repository
-                     ) -> Path:
-    "The committed files of `revision`, written into `dest` (`git archive`): an importable copy of that version."
-    top = subprocess.run(['git', '-C', str(repo), 'rev-parse', '--show-toplevel'], capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(['git', '-C', top or str(repo), 'archive', '--format=tar', revision], capture_output=True)   # the whole tree
-    if archive.returncode: raise ValueError(f'git archive {revision} in {repo}: {archive.stderr.decode().strip()}')
-    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar: tar.extractall(dest, filter='tar')   # 'tar': our own files, relative links kept
-    return dest
-
-def time_commands(commands: dict,   # name → dict(argv=[...], cwd=..., env={...}); '{tmp}' in argv/env: a fresh folder per run
-                  repeats: int = 2, # runs of each command, in the order A B B A A B …
-                  log=print) -> list[dict]:
-    "Wall seconds of each run of each command, run one at a time in alternating order; a failed run raises with its output."
-    names, runs = list(commands), []
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            c, tmp = commands[name], tempfile.mkdtemp(prefix='cir_unc_time_')
-            fill = lambda s: str(s).replace('{tmp}', tmp)
-            env = {**os.environ, **{k: fill(v) for k, v in c.get('env', {}).items()}}
-            start = time.perf_counter()
-            done = subprocess.run([fill(a) for a in c['argv']], cwd=c.get('cwd'), env=env, capture_output=True, text=True)
-            seconds = time.perf_counter() - start
-            shutil.rmtree(tmp, ignore_errors=True)
-            if done.returncode:
-                raise RuntimeError(f'{name} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}')
-            runs.append({'command': name, 'run': r, 'seconds': seconds, 'output': done.stdout})
-            log(f'{name} run {r + 1}/{repeats}: {seconds:.0f} s')
-    return runs
-
-def command_speedups(runs: list[dict]) -> list[dict]:
-    "Per command of `time_commands`' runs: median wall seconds, the median of the 'Ns in all' it printed (if any), speed-up over the first."
-    rows = []
-    for name in dict.fromkeys(r['command'] for r in runs):
-        mine = [r for r in runs if r['command'] == name]
-        printed = [float(m[-1]) for r in mine if (m := re.findall(r'(\d+(?:\.\d+)?)s in all', r['output']))]
-        rows.append({'command': name, 'runs': len(mine), 'wall_s': statistics.median(r['seconds'] for r in mine),
-                     'printed_s': statistics.median(printed) if printed else math.nan})
-    for row in rows: row['speedup'] = rows[0]['wall_s'] / row['wall_s']
-    return rows
 
 # %% ../nbs/12_speed.ipynb #45dda7d5
 def loss_cost(config: ModelConfig, batch_size: int = 32, image_size: int = 64, repeats: int = 7,

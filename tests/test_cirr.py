@@ -198,3 +198,23 @@ def test_eval_cli_writes_the_server_files(broken, tmp_path, capsys):
     for argv in (['--split', 'test1'], ['--split', 'val', '--submission', str(tmp_path/'x')]):
         with pytest.raises(SystemExit) as stop: eval_cli([str(tmp_path/'run'), *argv, '--device', 'cpu'])
         assert stop.value.code == 2 and 'scored only by its server' in capsys.readouterr().err
+
+def test_summary_uses_r_at_5_where_r_at_10_differs(broken):
+    """A ranking of the val queries in which R@5 and R@10 differ (half the labelled targets come 7th): `cirr_summary` is
+    (R@5 + Recall_subset@1) / 2, so a summary built on R@10 fails here (on the model of the tests above they are equal)."""
+    data = load_dataset('cirr', broken['root'], image_size=SIZE, progress=False, train=False, protocols=['original', 'subset'])
+    original, subset = data.evals
+    n, queries = len(original.gallery), original.queries
+    scores = torch.zeros(len(queries), n)                 # query j scores gallery item k by scores[j, k]: features e_k
+    for j, q in enumerate(queries):
+        scores[j, q.target_index] = 1. if j % 2 == 0 else 0.5
+        if j % 2:                                          # six other images first: the target comes 7th
+            ahead = [k for k in range(n) if k not in q.hits and k not in q.exclude][:6]
+            scores[j, ahead] = 0.9
+    gallery = torch.eye(n)
+    results = {f'val/all/{ev.protocol}': recall_at_k(scores, gallery, [sorted(q.hits) for q in ev.queries], ev.protocol,
+                                                      ev.ks or (1, 5, 10, 50), [sorted(q.exclude) for q in ev.queries])
+               for ev in (original, subset)}
+    r5, r10, s1 = results['val/all/original'].recall[5], results['val/all/original'].recall[10], results['val/all/subset'].recall[1]
+    assert r5 == pytest.approx(100 * sum(j % 2 == 0 for j in range(len(queries))) / len(queries)) and r10 == 100.
+    assert cirr_summary(results) == pytest.approx((r5 + s1) / 2) and cirr_summary(results) != pytest.approx((r10 + s1) / 2)
