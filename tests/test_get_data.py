@@ -36,8 +36,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for _ in range(limit // 2**20 + 1): self.wfile.write(chunk if announced else b'%x\r\n%s\r\n' % (len(chunk), chunk))
         if not announced: self.wfile.write(b'0\r\n\r\n')
 
-    def redirect_to_itself(self):
-        self.send_response(302); self.send_header('Location', self.path); self.send_header('Content-Length', '0'); self.end_headers()
+    def redirect_to_itself(self, where: str | None = None):
+        self.send_response(302); self.send_header('Location', where or self.path); self.send_header('Content-Length', '0'); self.end_headers()
 
     def do_GET(self):
         srv = self.server
@@ -52,6 +52,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         asin = self.path.split('/')[-1].removesuffix('.jpg')
         body, fault = srv.images.get(asin), srv.faults.get(asin)
         if fault == 'loop': return self.redirect_to_itself()
+        if fault == 'to-file': return self.redirect_to_itself('file:///etc/passwd')     # a redirect off the web, to a local file
         if fault in ('big', 'big-chunked'): return self.too_large(MAX_IMAGE_BYTES, announced=fault == 'big')
         if fault == 'stall':                           # half the body, then nothing for a long while
             self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()

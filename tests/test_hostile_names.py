@@ -284,30 +284,36 @@ def test_get_data_names(server, tmp_path, capsys, site):
         server.lists = lists
 
 def test_get_data_oversized_and_redirect_loop(server, tmp_path):
-    "An image body past the cap (announced, or streamed without a length) is refused as 'too large'; a redirect loop is not retried."
+    """An image body past the cap (announced, or streamed without a length) is refused as 'too large'; a redirect loop is not
+    retried; a redirect to a local file is not followed."""
     base, root = place(tmp_path)
-    server.faults = {'A1': 'big', 'A2': 'big-chunked', 'A3': 'loop'}
+    server.faults = {'A1': 'big', 'A2': 'big-chunked', 'A3': 'loop', 'A4': 'to-file'}
     (root/'images').mkdir()
     before = listing(base, root)
     assert get_data_cli(get_args(server, root)) == 0
     failures = json.loads((root/REPORT).read_text())['failures']
-    assert {a: f['reason'] for a, f in failures.items() if a in server.faults} == {'A1': 'too large', 'A2': 'too large', 'A3': 'redirect loop'}
+    assert {a: f['reason'] for a, f in failures.items() if a in server.faults} == {'A1': 'too large', 'A2': 'too large', 'A3': 'redirect loop',
+                                                                                 'A4': 'bad url'}
     assert failures['A1']['detail'] == failures['A2']['detail'] == f'more than {MAX_IMAGE_BYTES:,} bytes'
     assert failures['A3']['attempts'] == 1 and image_requests(server)['A3'] == 21     # 20 redirects followed, then stopped: once
     assert not any((root/'images'/f'{a}.jpg').exists() for a in server.faults)
     assert sorted(p.name for p in (root/'images').iterdir() if p.name.startswith('.')) == []
     assert {p for p in listing(base, root) if not inside(p, root)} == {p for p in before if not inside(p, root)}
 
-@pytest.mark.parametrize('fault', ['big', 'loop'])
+@pytest.mark.parametrize('fault', ['big', 'loop', 'big file'])
 def test_get_data_source_oversized_or_looping(server, tmp_path, capsys, fault):
-    "A URL list whose host announces more than the cap, or redirects in a loop: one line, exit 2, nothing fetched."
+    "A URL list whose host announces more than the cap or redirects in a loop, an annotation file past the cap: one line, exit 2, nothing fetched."
     base, root = place(tmp_path)
-    server.list_faults = {'asin2url.shirt.txt': fault}
+    if fault == 'big file':                                        # sparse: costs no disk
+        with open(server.source/'captions'/'cap.shirt.val.json', 'r+b') as f: f.truncate(MAX_SOURCE_BYTES + 1)
+    else: server.list_faults = {'asin2url.shirt.txt': fault}
     before = listing(base, root)
     assert get_data_cli(get_args(server, root)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    expected = f'too large (more than {MAX_SOURCE_BYTES:,} bytes)' if fault == 'big' else 'redirect loop (more than 20 redirects)'
-    assert len(err) == 1 and 'asin2url.shirt.txt' in err[0] and expected in err[0], err
+    file, expected = {'big': ('asin2url.shirt.txt', f'too large (more than {MAX_SOURCE_BYTES:,} bytes)'),
+                      'loop': ('asin2url.shirt.txt', 'redirect loop (more than 20 redirects)'),
+                      'big file': ('captions/cap.shirt.val.json', f'more than {MAX_SOURCE_BYTES:,} bytes')}[fault]
+    assert len(err) == 1 and file in err[0] and expected in err[0], err
     assert not image_requests(server) and listing(base, root) == before
 
 
