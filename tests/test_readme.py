@@ -23,3 +23,10 @@ def test_readme_drops_hidden_cells_and_directives(tmp_path):
     assert '# t\n\n> d\n\n> [!TIP]\n> **Note**\n>\n> body\n\n> [!WARNING]\n> $$x$$' in text, text   # GitHub alerts
     assert '```\nshown\n```' in text
     assert 'secret' not in text and '#|' not in text and 'print(' not in text
+
+def test_readme_states_the_laboratory_as_its_csv_says():
+    "The README's 'Does it work?' tables are the ones `lab_headline` computes from data/experiments/frozen.csv now."
+    from cir_unc.experiments import lab_headline
+    readme = (ROOT/'README.md').read_text()
+    assert lab_headline(ROOT/'data'/'experiments'/'frozen.csv') in readme, \
+        'README.md states other numbers than frozen.csv: re-run index.ipynb (`python nbs/_site/execute.py index.ipynb`), then `make readme`'
