@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['LAB_CSV', 'SWEEP_METRICS', 'HEADLINE', 'LOSSES', 'METHODS', 'SEEDS', 'DEFAULTS', 'BUDGET', 'LONGER_BUDGET',
            'NOISE_SCALES', 'GAMMA0_VALUES', 'TESTBED_BUDGET', 'AMBIGUITY_SETTINGS', 'TESTBED_SEEDS', 'EXPERIMENTS',
-           'CURVE_COLUMNS', 'lab_rows', 'variants', 'phase2_table', 'mean_interval', 'paired_differences',
-           'split_recalls', 'sweep_gains', 'verdict', 'sweep_headline', 'headline', 'run_settings', 'run_name',
-           'run_dir_name', 'gamma0_runs', 'run_config', 'ensure_run', 'data_stats', 'experiment_row', 'run_experiment',
-           'experiment_cli']
+           'CURVE_COLUMNS', 'lab_rows', 'variants', 'phase2_table', 'markdown_table', 'lab_headline', 'phase2_settings',
+           'mean_interval', 'paired_differences', 'split_recalls', 'sweep_gains', 'verdict', 'sweep_headline',
+           'headline', 'run_settings', 'run_name', 'run_dir_name', 'gamma0_runs', 'run_config', 'ensure_run',
+           'data_stats', 'experiment_row', 'run_experiment', 'experiment_cli']
 
 # %% ../nbs/09_experiments.ipynb #c93410ca
 import argparse, csv, json, math, time
@@ -18,7 +18,7 @@ import torch
 from .train import preset_config, train
 from .runs import write_json, write_metrics_csv
 from .results import summary_table, load_trained, side_by_side
-from .datasets import default_data_root
+from .records import default_data_root
 from .metrics import topk_search, encode_gallery, encode_queries
 from .data import SyntheticConfig, make_synthetic, ambiguity, CATEGORIES, TESTBED, FREE_ORDER
 from .bench import machine_line
@@ -35,13 +35,13 @@ def lab_rows(path=None) -> list:
     if not path.exists(): raise FileNotFoundError(f'{path}: run `cir_unc_frozen phase1 --jobs 2` first')
     return read_rows(path)
 
-# %% ../nbs/09_experiments.ipynb #lx000008
+# %% ../nbs/09_experiments.ipynb #lx000009
 def variants(rows: list, setting: str) -> dict:
     "label → (method, fields to match) of every variant of Phase 2 with rows in `setting` (the tuned ones at their chosen scale)."
     out = {'InfoNCE': ('infonce', {}), 'oracle': ('oracle', {})}
     for base in ('infonce', 'oracle'):
         k = tuned(rows, setting, base)
-        out[f'{"InfoNCE" if base == "infonce" else "oracle"}, tuned ({k:g}·cos)'] = (base if k == 16. else f'{base}_tuned', {'logit_scale': k})
+        out[f'{"InfoNCE" if base == "infonce" else "oracle"}, tuned ({k:g}·cos)'] = (base, {}) if k == 16. else (f'{base}_tuned', {'logit_scale': k})
     out.update({'ours (Eq. 4), D = 512': ('uncertainty', {}), 'ours, D = 128': ('uncertainty', {'dim': 128}),
                 'no noise (w1 = w2 = 0)': ('no_noise', {}), 'noise only': ('noise_only', {}),
                 'temperature only': ('temperature_only', {}), 'per-query s (beyond the paper)': ('uncertainty_per_query', {})})
@@ -61,13 +61,46 @@ def phase2_table(rows: list, setting: str, metric: str = PRIMARY):
             if (method, match) == (base, base_match): continue
             d = versus(rows, setting, method, base, metric, method_match=match, baseline_match=base_match)
             row[name] = f"{d['mean']:+.1f} ({d['low']:+.1f} to {d['high']:+.1f})"
-        if label not in ('InfoNCE', 'oracle'):
+        if (method, match) != found['InfoNCE'] and not label.startswith('oracle'):
             s = share_of_oracle(rows, setting, method, metric, method_match=match)
             row['share of the oracle'] = f"{s['share']:.2f} ({s['low']:.2f} to {s['high']:.2f})"
         table.append(row)
-    return pd.DataFrame(table).set_index('variant').round(1).fillna('')
+    columns = ['n', 'mean', 'last epoch', '− InfoNCE', '− tuned InfoNCE', 'share of the oracle']
+    return pd.DataFrame(table, columns=['variant', *columns]).set_index('variant').round(1).fillna('')
 
-# %% ../nbs/09_experiments.ipynb #lx000019
+# %% ../nbs/09_experiments.ipynb #lx000015
+def markdown_table(frame) -> str:
+    "A DataFrame as a Markdown table (index first), numbers as they are formatted."
+    head = [frame.index.name or ''] + [str(c) for c in frame.columns]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    lines += ['| ' + ' | '.join([str(i)] + [f'{v:.1f}' if isinstance(v, float) else str(v) for v in row]) + ' |'
+              for i, row in zip(frame.index, frame.itertuples(index=False))]
+    return '\n'.join(lines)
+
+def lab_headline(path=None) -> str:
+    "The laboratory's answer in Markdown, read from its CSV: Phase 1's verdict per cell, then Phase 2's table (README, index)."
+    rows = lab_rows(path)
+    found = phase1_map(rows).set_index('cell')
+    phase1 = found.assign(**{'oracle − InfoNCE (95 % interval)': [f'{m:+.1f} ({l:+.1f} to {h:+.1f})' for m, l, h in zip(found['mean'], found.low, found.high)],
+                             'problem': found.problem.map({True: 'yes', False: 'no'})})
+    phase1 = phase1[['false_negatives', 'infonce', 'oracle', 'oracle − InfoNCE (95 % interval)', 'problem']].rename(
+        columns={'false_negatives': 'false negatives per coarse query', 'infonce': 'InfoNCE', 'oracle': 'oracle'})
+    phase1.index.name = f'Phase 1 cell ({PRIMARY}, %, n = {int(found.n.min())} seeds)'
+    out = markdown_table(phase1)
+    for setting in phase2_settings(rows):
+        table = phase2_table(rows, setting)
+        table.index.name = f'Phase 2 in {setting!r} ({PRIMARY}, %)'
+        out += '\n\n' + markdown_table(table)
+    return out
+
+def phase2_settings(rows: list) -> list:
+    "The settings with Phase 2 runs: the one chosen on validation first, then any other."
+    done = [s for s in dict.fromkeys(r['setting'] for r in rows)
+            if any(r['setting'] == s and r['method'] == 'noise_only' for r in rows)]
+    main = main_setting(rows)
+    return ([main] if main in done else []) + [s for s in done if s != main]
+
+# %% ../nbs/09_experiments.ipynb #lx000030
 def mean_interval(values, level: float = 0.95) -> tuple:
     "`(mean, low, high)`: the mean of `values` and its `level` Student-t interval (scipy.stats, through `paired_difference`)."
     d = paired_difference(values, np.zeros(len(values)), level)
