@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['LAB_CSV', 'SWEEP_METRICS', 'HEADLINE', 'LOSSES', 'METHODS', 'SEEDS', 'DEFAULTS', 'BUDGET', 'LONGER_BUDGET',
            'NOISE_SCALES', 'GAMMA0_VALUES', 'TESTBED_BUDGET', 'AMBIGUITY_SETTINGS', 'TESTBED_SEEDS', 'EXPERIMENTS',
-           'CURVE_COLUMNS', 'lab_rows', 'variants', 'phase2_table', 'markdown_table', 'lab_headline', 'phase2_settings',
+           'CURVE_COLUMNS', 'lab_rows', 'variants', 'phase2_table', 'phase2_settings', 'markdown_table', 'lab_headline',
            'mean_interval', 'paired_differences', 'split_recalls', 'sweep_gains', 'verdict', 'sweep_headline',
            'headline', 'run_settings', 'run_name', 'run_dir_name', 'gamma0_runs', 'run_config', 'ensure_run',
            'data_stats', 'experiment_row', 'run_experiment', 'experiment_cli']
@@ -68,6 +68,13 @@ def phase2_table(rows: list, setting: str, metric: str = PRIMARY):
     columns = ['n', 'mean', 'last epoch', '− InfoNCE', '− tuned InfoNCE', 'share of the oracle']
     return pd.DataFrame(table, columns=['variant', *columns]).set_index('variant').round(1).fillna('')
 
+def phase2_settings(rows: list) -> list:
+    "The settings with Phase 2 runs: the one chosen on validation first, then any other."
+    done = [s for s in dict.fromkeys(r['setting'] for r in rows)
+            if any(r['setting'] == s and r['method'] == 'noise_only' for r in rows)]
+    main = main_setting(rows)
+    return ([main] if main in done else []) + [s for s in done if s != main]
+
 # %% ../nbs/09_experiments.ipynb #lx000015
 def markdown_table(frame) -> str:
     "A DataFrame as a Markdown table (index first), numbers as they are formatted."
@@ -93,14 +100,7 @@ def lab_headline(path=None) -> str:
         out += '\n\n' + markdown_table(table)
     return out
 
-def phase2_settings(rows: list) -> list:
-    "The settings with Phase 2 runs: the one chosen on validation first, then any other."
-    done = [s for s in dict.fromkeys(r['setting'] for r in rows)
-            if any(r['setting'] == s and r['method'] == 'noise_only' for r in rows)]
-    main = main_setting(rows)
-    return ([main] if main in done else []) + [s for s in done if s != main]
-
-# %% ../nbs/09_experiments.ipynb #lx000030
+# %% ../nbs/09_experiments.ipynb #lx000031
 def mean_interval(values, level: float = 0.95) -> tuple:
     "`(mean, low, high)`: the mean of `values` and its `level` Student-t interval (scipy.stats, through `paired_difference`)."
     d = paired_difference(values, np.zeros(len(values)), level)

@@ -38,6 +38,8 @@ def encode_images(model: nn.Module, images: np.ndarray, px: int = 128, batch: in
 def minilm_features(texts: list) -> np.ndarray:
     "(n, 384) all-MiniLM-L6-v2 sentence embeddings: mean of the last hidden states over the tokens, L2-normalised."
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging
+    logging.disable_progress_bar()                                  # no loading bar in a command's log
     folder = minilm_path()
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
     out = []

@@ -259,5 +259,10 @@ def demo(jobs: int = 2, seeds=DEMO_SEEDS, lab_csv=None, out=None, root=None, log
             d = paired_difference([mine[s] for s in seeds], [base[s] for s in seeds])
             line += f"   {d['mean']:+5.1f} ({d['low']:+.1f} to {d['high']:+.1f})"
         log(line)
+    if len(methods) == 4:
+        tuned_runs = {r['seed']: r[PRIMARY] for r in done if r['method'] == 'infonce_tuned'}
+        ours = {r['seed']: r[PRIMARY] for r in done if r['method'] == 'uncertainty'}
+        d = paired_difference([ours[s] for s in seeds], [tuned_runs[s] for s in seeds])
+        log(f"{'ours − tuned InfoNCE':32} {d['mean']:+5.1f} ({d['low']:+.1f} to {d['high']:+.1f})")
     log(f'{time.perf_counter() - started:.0f}s in all (feature cache included), rows in {out}')
     return done
