@@ -51,7 +51,7 @@ def minilm_features(texts: list) -> np.ndarray:
     return torch.cat(out).numpy()
 
 def word_features(texts: list, dim: int = 384, seed: int = 0) -> np.ndarray:
-    "(n, dim) a bag of words: the mean of a fixed random vector per word (`WordTokenizer.words`), L2-normalised."
+    "(n, dim) a bag of words: the mean of a fixed random vector per word (as the word tokenizer splits them), L2-normalised."
     vectors = {}
     def vec(w):
         if w not in vectors:
