@@ -23,7 +23,7 @@ from .metrics import topk_search, encode_gallery, encode_queries
 from .data import SyntheticConfig, make_synthetic, ambiguity, CATEGORIES, TESTBED, FREE_ORDER
 from .bench import machine_line
 from .frozen import (PRIMARY, by_seed, versus, phase1_map, share_of_oracle, main_setting, tuned, paired_difference,
-                            read_rows)
+                            read_rows, interval_text)
 from .sweeps import PHASE1_CELLS
 
 # %% ../nbs/09_experiments.ipynb #lx000003
@@ -60,7 +60,7 @@ def phase2_table(rows: list, setting: str, metric: str = PRIMARY):
         for name, (base, base_match) in (('− InfoNCE', found['InfoNCE']), ('− tuned InfoNCE', found[tuned_label])):
             if (method, match) == (base, base_match): continue
             d = versus(rows, setting, method, base, metric, method_match=match, baseline_match=base_match)
-            row[name] = f"{d['mean']:+.1f} ({d['low']:+.1f} to {d['high']:+.1f})"
+            row[name] = interval_text(d['mean'], d['low'], d['high'])
         if (method, match) != found['InfoNCE'] and not label.startswith('oracle'):
             s = share_of_oracle(rows, setting, method, metric, method_match=match)
             row['share of the oracle'] = f"{s['share']:.2f} ({s['low']:.2f} to {s['high']:.2f})"
@@ -88,7 +88,7 @@ def lab_headline(path=None) -> str:
     "The laboratory's answer in Markdown, read from its CSV: Phase 1's verdict per cell, then Phase 2's table (README, index)."
     rows = lab_rows(path)
     found = phase1_map(rows).set_index('cell')
-    phase1 = found.assign(**{'oracle − InfoNCE (95 % interval)': [f'{m:+.1f} ({l:+.1f} to {h:+.1f})' for m, l, h in zip(found['mean'], found.low, found.high)],
+    phase1 = found.assign(**{'oracle − InfoNCE (95 % interval)': [interval_text(*mlh) for mlh in zip(found['mean'], found.low, found.high)],
                              'problem': found.problem.map({True: 'yes', False: 'no'})})
     phase1 = phase1[['false_negatives', 'infonce', 'oracle', 'oracle − InfoNCE (95 % interval)', 'problem']].rename(
         columns={'false_negatives': 'false negatives per coarse query', 'infonce': 'InfoNCE', 'oracle': 'oracle'})
@@ -142,8 +142,7 @@ def sweep_gains(frame,                          # rows of ambiguity.csv
 
 def verdict(mean: float, low: float, high: float, n: int, digits: int = 1) -> str:
     "How a paired difference reads: its sign where the interval excludes zero, else 'no difference detected at n = …'."
-    numbers = f'{mean:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f})'
-    return f'{numbers}: ' + ('higher' if low > 0 else 'lower' if high < 0 else f'no difference detected at n = {n}')
+    return f'{interval_text(mean, low, high, digits)}: ' + ('higher' if low > 0 else 'lower' if high < 0 else f'no difference detected at n = {n}')
 
 def sweep_headline(path=None, metrics=('single/all/R@10', 'single/all/R@50')) -> str:
     "Markdown table of the testbed: per setting, the measured false negatives, the baseline's recall and each method's paired gain."
@@ -186,7 +185,7 @@ def headline(path=None, metrics: dict = HEADLINE) -> str:
         mean, low, high = mean_interval([ours[seed] - baseline[seed] for seed in sorted(baseline.keys() & ours.keys())])
         a, b = np.array(list(baseline.values())), np.array(list(ours.values()))
         lines.append(f'| {label} | {a.mean():.1f} ± {a.std(ddof=1):.1f} | {b.mean():.1f} ± {b.std(ddof=1):.1f} '
-                     f'| {mean:+.1f} ({low:+.1f} to {high:+.1f}) |')
+                     f'| {interval_text(mean, low, high)} |')
     return '\n'.join(lines)
 
 # %% ../nbs/09_experiments.ipynb #c03480f3

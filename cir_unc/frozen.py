@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['KS', 'PRIMARY', 'encode_images', 'minilm_features', 'word_features', 'generated_features', 'cached', 'LabData',
            'Split', 'image_features', 'text_features', 'load_lab', 'FrozenCIR', 'ranking_metrics', 'evaluate',
-           'paired_difference', 'holm', 'read_rows', 'by_seed', 'versus', 'share_of_oracle', 'phase1_map',
-           'main_setting', 'tuned']
+           'paired_difference', 'interval_text', 'holm', 'read_rows', 'by_seed', 'versus', 'share_of_oracle',
+           'phase1_map', 'main_setting', 'tuned']
 
 # %% ../nbs/15_frozen.ipynb #fz000005
-import hashlib, json, math, time
-from dataclasses import dataclass, asdict, field, replace
+import hashlib, json, math
+from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from .data import (SPLITS, SyntheticConfig, SyntheticSplit, make_synthetic, synt
                           CATEGORIES, ATTRIBUTES, IMAGENET_MEAN, IMAGENET_STD, WordTokenizer, default_data_root)
 from .model import SharedHead, efficientnet_lite0
 from .clip import Combiner, minilm_path
+from .runs import atomic_write
 
 # %% ../nbs/15_frozen.ipynb #fz000008
 @torch.no_grad()
@@ -81,9 +82,9 @@ def cached(path: Path, compute) -> np.ndarray:
     "The array at `path` (.npy), computed and written (atomically) the first time."
     if path.exists(): return np.load(path)
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{id(value)}.tmp.npy')
-    np.save(tmp, value); tmp.replace(path)
+    def write(tmp):
+        with open(tmp, 'wb') as out: np.save(out, value)   # through a file: np.save would add .npy to the temporary name
+    atomic_write(path, write)
     return value
 
 @dataclass(frozen=True)
@@ -227,6 +228,10 @@ def paired_difference(a, b, level: float = 0.95) -> dict:
     p = float(stats.ttest_1samp(d, 0.).pvalue) if d.std(ddof=1) > 0 else float(mean == 0)   # equal differences: p 0 unless all 0
     return {'n': n, 'mean': mean, 'low': mean - half, 'high': mean + half, 'p': p}
 
+def interval_text(mean: float, low: float, high: float, digits: int = 1) -> str:
+    "A difference and its interval as the tables print them: `+5.2 (+3.7 to +6.8)`."
+    return f'{mean:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f})'
+
 def holm(pvalues) -> np.ndarray:
     "Holm's step-down adjusted p-values: the k-th smallest × (m − k + 1), kept non-decreasing, capped at 1."
     p = np.asarray(pvalues, float)
@@ -288,12 +293,9 @@ def phase1_map(rows: list, metric: str = PRIMARY, threshold: float = 2., alpha: 
     return frame
 
 def main_setting(rows: list) -> str:
-    "The cell of the map where the oracle leads InfoNCE most on the validation split (mean over seeds): Phase 2's setting."
-    import pandas as pd
-    frame = pd.DataFrame(rows)
-    frame = frame[frame.method.isin(['infonce', 'oracle']) & (frame.logit_scale == 16.)]
-    val = frame.pivot_table(index='setting', columns='method', values=f'val/{PRIMARY}', aggfunc='mean')
-    return str((val['oracle'] - val['infonce']).idxmax())
+    "The cell of the map where the oracle leads InfoNCE most on the validation split (paired by seed): Phase 2's setting."
+    found = phase1_map(rows, f'val/{PRIMARY}')
+    return str(found.cell[found['mean'].idxmax()])
 
 def tuned(rows: list, setting: str, method: str = 'infonce', metric: str = PRIMARY) -> float:
     "The logit scale at which `method` (16: its plain runs, else `method`_tuned) scores best on validation, mean over seeds."

