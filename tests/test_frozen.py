@@ -4,7 +4,7 @@ import builtins, sys
 import pytest
 import torch
 from cir_unc.model import CIRModel, ModelConfig, efficientnet_lite0, EfficientNetLite0
-from cir_unc.frozen import LabData, load_lab
+from cir_unc.frozen import LabData, load_lab, read_rows
 from cir_unc.sweeps import frozen_cli
 
 def test_efficientnet_weights_load_offline():
@@ -42,7 +42,7 @@ def test_phase2_waits_for_phase1(tmp_path, capsys):
     assert not (tmp_path/'frozen.csv').exists()
 
 def test_unknown_sources_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="'efficientnet' or 'generated'"):
+    with pytest.raises(ValueError, match="'efficientnet', 'generated' or 'pixels'"):
         load_lab(LabData(images='resnet', texts='words', synthetic=dict(train_images=60, val_images=30, test_images=60,
                                                                          val_triplets=20, test_triplets=20), train_triplets=40), tmp_path)
 
@@ -50,3 +50,14 @@ def test_efficientnet_weights_names():
     from cir_unc.model import build_image_encoder
     with pytest.raises(ValueError, match="'imagenet' or None"):
         build_image_encoder(ModelConfig(image_encoder='efficientnet_lite0', image_weights='IMAGENET1K_V1'))
+
+def test_end_to_end_csv_holds_the_whole_plan(tmp_path, capsys):
+    "The committed end-to-end rows are the plan's, every one: the command finds nothing to train."
+    import shutil
+    from cir_unc.sweeps import end_to_end_plan, run_key
+    from cir_unc.data import default_data_root
+    committed = default_data_root()/'experiments'/'end_to_end.csv'
+    shutil.copy(committed, tmp_path/'end_to_end.csv')
+    frozen_cli(['end_to_end', '--csv', str(tmp_path/'end_to_end.csv')])
+    assert 'end_to_end.csv: 24 of 24 runs already there, 0 to train' in capsys.readouterr().out
+    assert {r['run'] for r in read_rows(committed)} == {run_key(s, r) for s, _, r in end_to_end_plan()}
