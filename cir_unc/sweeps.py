@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['METHODS', 'MEMORISE', 'CELL_RUN', 'PHASE1_CELLS', 'SEEDS', 'PHASE2_METHODS', 'LOGIT_SCALES', 'END_TO_END',
-           'END_TO_END_SEEDS', 'END_TO_END_METHODS', 'DEMO_SEEDS', 'LabRun', 'batches', 'false_negatives', 'train_lab',
-           'run_key', 'lab_row', 'run_lab', 'phase1_plan', 'phase2_plan', 'tables_plan', 'end_to_end_plan',
-           'frozen_cli', 'demo']
+           'END_TO_END_SEEDS', 'LAB_CSV', 'END_TO_END_CSV', 'END_TO_END_METHODS', 'DEMO_SEEDS', 'LabRun', 'batches',
+           'false_negatives', 'train_lab', 'run_key', 'lab_row', 'run_lab', 'phase1_plan', 'phase2_plan', 'tables_plan',
+           'end_to_end_plan', 'frozen_cli', 'demo']
 
 # %% ../nbs/16_sweeps.ipynb #sw000005
 import math, time
@@ -180,6 +180,7 @@ END_TO_END = {   # the 'memorise' cell again at 64 px: the encoder fine-tuned, a
     'memorise, frozen at 64 px': replace(MEMORISE, px=64),
 }
 END_TO_END_SEEDS = (0, 1, 2)
+LAB_CSV, END_TO_END_CSV = 'frozen.csv', 'end_to_end.csv'     # the rows, under data/experiments/
 END_TO_END_METHODS = (('infonce', None), ('infonce_tuned', 64.), ('oracle', None), ('uncertainty', None))
 
 def phase1_plan(seeds=SEEDS) -> list:
@@ -223,14 +224,14 @@ def frozen_cli(argv=None):
     args = p.parse_args(argv)
     if 'demo' in args.phases: return demo(args.jobs or 2, root=args.data_root)
     from cir_unc.bench import machine_line
-    csv_path = Path(args.csv) if args.csv else default_data_root()/'experiments'/'frozen.csv'
+    csv_path = Path(args.csv) if args.csv else default_data_root()/'experiments'/LAB_CSV
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     phases = ('phase1', 'phase2', 'tables') if 'all' in args.phases else args.phases
     print(machine_line())
     started = time.perf_counter()
     for phase in phases:
         if phase == 'end_to_end':
-            run_lab(end_to_end_plan(), Path(args.csv) if args.csv else csv_path.with_name('end_to_end.csv'), args.jobs or 1, args.data_root)
+            run_lab(end_to_end_plan(), Path(args.csv) if args.csv else csv_path.with_name(END_TO_END_CSV), args.jobs or 1, args.data_root)
             continue
         if phase == 'phase1': plan = phase1_plan()
         else:
@@ -252,7 +253,7 @@ def demo(jobs: int = 2, seeds=DEMO_SEEDS, lab_csv=None, out=None, root=None, log
     "The laboratory's finding in minutes: InfoNCE, InfoNCE at its tuned scale, the oracle and ours in Phase 2's setting, a few seeds."
     from cir_unc.bench import machine_line
     started = time.perf_counter()
-    lab_csv = Path(lab_csv) if lab_csv else default_data_root()/'experiments'/'frozen.csv'
+    lab_csv = Path(lab_csv) if lab_csv else default_data_root()/'experiments'/LAB_CSV
     rows = read_rows(lab_csv)
     found = phase1_map(rows)
     if not (len(found) and found.problem.any()):
